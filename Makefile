@@ -1,0 +1,56 @@
+# Moltbot Edge: every command sets up what it needs (Debian packages, a virtual environment).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BOARD ?= rpi4b
+# Debian packages the test suite uses: a real MQTT broker and its clients.
+TEST_HOST_PACKAGES := mosquitto mosquitto-clients
+PYTEST_ARGS ?=
+
+.PHONY: help venv host-deps test lint typecheck run image bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed  ## create .venv with the project and its dev tools
+
+host-deps:  ## install the Debian packages the tests need
+	bash scripts/install-host-deps.sh $(TEST_HOST_PACKAGES)
+
+test: venv host-deps  ## set everything up and run the whole test suite
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: venv  ## ruff
+	$(BIN)/ruff check edge images hw tests bench
+	$(BIN)/ruff format --check edge images hw tests bench
+
+typecheck: venv  ## mypy on edge and images
+	$(BIN)/mypy
+
+run: venv  ## the appliance on this host (arrives with the runtime issue)
+	@echo "error: 'make run' needs 'moltbot run', which is not built yet (issue: moltbot run)" >&2
+	@exit 1
+
+image: venv  ## a flashable image for BOARD (default rpi4b)
+	@echo "error: 'make image' needs the image builder, which is not built yet (issue: make image); BOARD=$(BOARD)" >&2
+	@exit 1
+
+bench: venv  ## run every benchmark, results under bench/results/
+	@shopt -s nullglob; scripts=(bench/bench_*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks yet"; exit 0; fi; \
+	for script in "$${scripts[@]}"; do echo "== $$script"; $(BIN)/python "$$script"; done
+
+clean:  ## remove the venv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

