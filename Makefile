@@ -11,7 +11,7 @@ BOARD ?= rpi4b
 TEST_HOST_PACKAGES := mosquitto mosquitto-clients
 PYTEST_ARGS ?=
 
-.PHONY: help venv host-deps test lint typecheck run image bench clean
+.PHONY: help venv host-deps test lint typecheck run image bench docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,8 +33,8 @@ test: venv host-deps  ## set everything up and run the whole test suite
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 lint: venv  ## ruff
-	$(BIN)/ruff check edge images hw tests bench
-	$(BIN)/ruff format --check edge images hw tests bench
+	$(BIN)/ruff check edge images hw tests bench scripts
+	$(BIN)/ruff format --check edge images hw tests bench scripts
 
 typecheck: venv  ## mypy on edge and images
 	$(BIN)/mypy
@@ -51,6 +51,9 @@ bench: venv  ## run every benchmark, results under bench/results/
 	@shopt -s nullglob; scripts=(bench/bench_*.py); \
 	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks yet"; exit 0; fi; \
 	for script in "$${scripts[@]}"; do echo "== $$script"; $(BIN)/python "$$script"; done
+
+docs: venv  ## regenerate the README's config reference from the config model
+	$(BIN)/python scripts/update_readme_reference.py
 
 clean:  ## remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

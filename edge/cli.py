@@ -189,6 +189,16 @@ def board_detect(root: Path) -> int:
     return 0 if detection.profile else 1
 
 
+def _register_subcommands() -> None:
+    from edge.outbox_cli import event, outbox  # noqa: PLC0415 - keeps `import edge.cli` light
+
+    cli.add_command(outbox)
+    cli.add_command(event)
+
+
+_register_subcommands()
+
+
 def _wants_debug(argv: list[str]) -> bool:
     return "--debug" in argv
 

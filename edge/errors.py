@@ -44,3 +44,19 @@ class BoardProfileError(InputError):
 
 class DependencyMissingError(MoltbotError):
     """An optional library or host tool that this feature needs is not installed."""
+
+
+class MessageRejectedError(InputError):
+    """A message offered to the outbox is malformed: bad kind, payload or size."""
+
+
+class OutboxError(MoltbotError):
+    """The outbox could not store or read a message (disk, database)."""
+
+
+class OutboxFullError(OutboxError):
+    """The disk is full: the newest message was refused, everything stored is kept."""
+
+
+class UplinkError(MoltbotError):
+    """The broker refused us (credentials, certificate) or cannot be reached."""

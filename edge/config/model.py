@@ -173,7 +173,21 @@ class CacheSettings(Section):
     max_disk_share: float = Field(
         0.5, gt=0.0, le=0.95, description="Share of the data partition the outbox may use."
     )
+    max_message_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest message accepted; keep it under the broker's message size limit.",
+    )
     sweep_interval_s: float = Field(60.0, gt=0.0, description="Period of the expiry sweep.")
+    trust_wall_clock: Literal["auto", "always", "when_synced"] = Field(
+        "auto",
+        description="Is the wall clock right before NTP sync? auto: yes on boards with an RTC.",
+    )
+    clock_sync_flag: Path = Field(
+        Path("/run/systemd/timesync/synchronized"),
+        description="File whose existence says the clock is synchronised (systemd-timesyncd).",
+    )
     priorities: dict[str, int] = Field(
         default_factory=_default_priorities,
         description="Event kind -> priority; lowest is evicted first when the cap is hit.",

@@ -25,7 +25,7 @@ def build_client(settings: UplinkSettings, client_id: str) -> mqtt.Client:
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=protocol,
-        clean_session=None if protocol == mqtt.MQTTv5 else False,
+        clean_session=None if protocol == mqtt.MQTTv5 else True,
     )
     client.connect_timeout = settings.connect_timeout_s
     if settings.username is not None:

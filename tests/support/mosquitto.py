@@ -41,6 +41,8 @@ class MosquittoBroker:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     extra_config: str = ""
+    listener_options: str = ""
+    persistence: bool = False
     max_packet_bytes: int = 1024 * 1024
     _process: subprocess.Popen[bytes] | None = None
 
@@ -50,9 +52,12 @@ class MosquittoBroker:
 
     def config_text(self) -> str:
         return (
+            "user root\n"  # as root, do not drop to the mosquitto user: it cannot read tmp dirs
             f"listener {self.port} {self.host}\n"
+            f"{self.listener_options}"
             "allow_anonymous true\n"
-            "persistence false\n"
+            f"persistence {'true' if self.persistence else 'false'}\n"
+            f"persistence_location {self.workdir}/\n"
             f"max_packet_size {self.max_packet_bytes}\n"
             "max_inflight_messages 0\n"
             "max_queued_messages 0\n"

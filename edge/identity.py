@@ -1,0 +1,46 @@
+"""The device's identity: its id from config, or the one generated once and kept in the data dir."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+from pathlib import Path
+
+from edge.config.model import TOPIC_SAFE_NAME, MoltbotConfig
+from edge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+DEVICE_ID_FILE = "device-id"
+
+
+def device_id(config: MoltbotConfig, *, create: bool = True) -> str:
+    """``device.id`` if set; else the id stored in the data dir, generated on first use."""
+    if config.device.id:
+        return config.device.id
+    stored = config.device.data_dir / DEVICE_ID_FILE
+    if stored.is_file():
+        value = stored.read_text().strip()
+        if not re.fullmatch(TOPIC_SAFE_NAME, value):
+            raise ConfigError(
+                f"the stored device id {value!r} is not a valid MQTT topic level",
+                where=str(stored),
+                hint="delete the file to generate a new id, or set device.id",
+            )
+        return value
+    generated = f"moltbot-{secrets.token_hex(4)}"
+    if create:
+        _write_atomically(stored, generated)
+        logger.info("generated device id %s (stored in %s)", generated, stored)
+    return generated
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("w") as stream:
+        stream.write(text + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+    temporary.replace(path)

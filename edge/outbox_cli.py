@@ -1,0 +1,200 @@
+"""``moltbot outbox …`` and ``moltbot event send``: inspect, drain and feed the outbox."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from edge.cli import CliState
+    from edge.config import MoltbotConfig
+    from edge.outbox.store import Outbox
+    from edge.uplink.sync import Uplink
+
+NOMINAL_DRAIN_RATE = 500.0  # msg/s: the uplink benchmark's goal on loopback
+
+
+def open_outbox(config: MoltbotConfig) -> Outbox:
+    from edge.board import load_board_profiles, resolve_board  # noqa: PLC0415
+    from edge.errors import BoardProfileError  # noqa: PLC0415
+    from edge.outbox.store import Outbox  # noqa: PLC0415
+
+    try:
+        detection = resolve_board(config.device.board, load_board_profiles())
+        has_rtc = bool(detection.profile and detection.profile.has_rtc)
+    except BoardProfileError:
+        has_rtc = False  # unknown board: do not trust the wall clock before NTP sync
+    return Outbox.from_config(config, has_rtc=has_rtc)
+
+
+def make_uplink(config: MoltbotConfig, outbox: Outbox) -> Uplink:
+    from edge.uplink.sync import Uplink  # noqa: PLC0415
+    from edge.uplink.topics import TopicScheme  # noqa: PLC0415
+
+    return Uplink(
+        outbox,
+        config.uplink,
+        TopicScheme.from_config(config),
+        sweep_interval_s=config.cache.sweep_interval_s,
+    )
+
+
+def drain(config: MoltbotConfig, outbox: Outbox, timeout_s: float) -> bool:
+    uplink = make_uplink(config, outbox)
+    uplink.start()
+    try:
+        return uplink.wait_drained(timeout_s)
+    finally:
+        uplink.stop()
+        if uplink.last_error:
+            click.echo(f"uplink: {uplink.last_error}", err=True)
+
+
+@click.group()
+def outbox() -> None:
+    """Inspect, drain or purge the store-and-forward outbox."""
+
+
+@outbox.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--rate",
+    type=float,
+    default=NOMINAL_DRAIN_RATE,
+    show_default=True,
+    help="Messages per second assumed for the drain-time estimate.",
+)
+@click.pass_obj
+def outbox_stats(state: CliState, as_json: bool, rate: float) -> None:
+    """Depth, bytes, oldest age, delivered/expired/dropped totals, time to drain."""
+    store = open_outbox(state.loaded().config)
+    try:
+        stats = store.stats()
+    finally:
+        store.close()
+    report = asdict(stats) | {"estimated_drain_s": stats.estimated_drain_s(rate)}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        click.echo(f"{key:<18} {value}")
+
+
+@outbox.command("peek")
+@click.argument("count", type=click.IntRange(min=1), default=10)
+@click.pass_obj
+def outbox_peek(state: CliState, count: int) -> None:
+    """Print the COUNT oldest messages as JSON lines, without removing them."""
+    store = open_outbox(state.loaded().config)
+    try:
+        for message in store.peek(count):
+            line = asdict(message) | {"age_s": round(store.age_s(message), 3)}
+            click.echo(json.dumps(line, ensure_ascii=False))
+    finally:
+        store.close()
+
+
+@outbox.command("drain")
+@click.option(
+    "--once",
+    is_flag=True,
+    required=True,
+    help="Connect, send the whole backlog, and exit (the service drains continuously).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Give up after this many seconds; what is not sent stays queued.",
+)
+@click.pass_obj
+def outbox_drain(state: CliState, once: bool, timeout_s: float) -> int:
+    """Send the queued messages to the broker now."""
+    del once  # the only mode; the flag keeps the intent explicit on the command line
+    config = state.loaded().config
+    store = open_outbox(config)
+    try:
+        before = len(store)
+        drained = drain(config, store, timeout_s)
+        left = len(store)
+    finally:
+        store.close()
+    click.echo(f"sent {before - left} message(s), {left} left in the outbox")
+    return 0 if drained else 1
+
+
+@outbox.command("purge")
+@click.option(
+    "--older-than",
+    "hours",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Remove messages older than this many hours.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def outbox_purge(state: CliState, hours: float, yes: bool) -> None:
+    """Remove old messages without sending them (counted as dropped)."""
+    store = open_outbox(state.loaded().config)
+    try:
+        if not yes:
+            click.confirm(
+                f"Delete every queued message older than {hours} h? They will never be sent",
+                abort=True,
+            )
+        removed = store.purge_older_than(hours)
+    finally:
+        store.close()
+    click.echo(f"purged {removed} message(s)")
+
+
+@click.group()
+def event() -> None:
+    """Queue events as the runtime does."""
+
+
+@event.command("send")
+@click.argument("kind")
+@click.option("--payload", default="{}", show_default=True, help="The event's data, a JSON object.")
+@click.option("--qos", type=click.Choice(["0", "1"]), default="1", show_default=True)
+@click.option("--deliver", is_flag=True, help="Also send the outbox to the broker now.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="With --deliver: seconds to wait for the broker.",
+)
+@click.pass_obj
+def event_send(
+    state: CliState, kind: str, payload: str, qos: str, deliver: bool, timeout_s: float
+) -> int:
+    """Queue a KIND event (defect, voice, status, telemetry, …), e.g. to commission a device."""
+    from edge.errors import MessageRejectedError  # noqa: PLC0415
+
+    try:
+        data = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise MessageRejectedError(
+            f"--payload is not JSON: {exc}",
+            where="--payload",
+            hint="quote it for the shell: --payload '{\"line\": 3}'",
+        ) from exc
+    config = state.loaded().config
+    store = open_outbox(config)
+    try:
+        message = store.put(kind, data, qos=int(qos))
+        click.echo(f"queued {message.kind} event {message.id} for {message.topic}")
+        if deliver:
+            delivered = drain(config, store, timeout_s)
+            click.echo("delivered" if delivered else "not delivered yet: it stays queued")
+            return 0 if delivered else 1
+    finally:
+        store.close()
+    return 0

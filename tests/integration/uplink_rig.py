@@ -1,0 +1,71 @@
+"""Building an outbox + uplink pointed at the test broker, and waiting on it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from edge.config import MoltbotConfig
+from edge.outbox.store import Outbox
+from edge.uplink.sync import Uplink
+from edge.uplink.topics import TopicScheme
+from tests.support.collector import Collector
+from tests.support.mosquitto import MosquittoBroker
+
+FAST_RECONNECT = {"reconnect_min_s": 2.0, "reconnect_max_s": 3.0, "connect_timeout_s": 3.0}
+
+
+def open_outbox(config: MoltbotConfig) -> Outbox:
+    return Outbox.from_config(config, has_rtc=True)
+
+
+@contextmanager
+def running_uplink(config: MoltbotConfig, outbox: Outbox) -> Iterator[Uplink]:
+    uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
+    uplink.start()
+    try:
+        yield uplink
+    finally:
+        uplink.stop()
+
+
+@contextmanager
+def collecting(
+    broker: MosquittoBroker,
+    topic_filter: str = "moltbot/#",
+    *,
+    client_id: str | None = None,
+    persistent: bool = False,
+) -> Iterator[Collector]:
+    collector = Collector(
+        broker.host,
+        broker.port,
+        topic_filter,
+        client_id=client_id or f"collector-{time.monotonic_ns()}",
+        persistent=persistent,
+    )
+    try:
+        yield collector
+    finally:
+        collector.close()
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def first_occurrences(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    ordered = []
+    for message_id in ids:
+        if message_id not in seen:
+            seen.add(message_id)
+            ordered.append(message_id)
+    return ordered

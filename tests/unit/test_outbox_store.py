@@ -1,0 +1,215 @@
+"""The outbox on a real diskcache store: FIFO, retention, cap, priorities, bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from edge.errors import MessageRejectedError, OutboxFullError
+from edge.outbox.store import SQLITE_SETTINGS, Outbox
+from tests.support.fake_clock import FakeClock
+
+HOUR = 3600.0
+
+
+def make_outbox(path: Path, clock: FakeClock, **options: object) -> Outbox:
+    return Outbox(
+        path,
+        topic_for=lambda kind: f"moltbot/site/dev/{kind}",
+        clock=clock,
+        priorities={"defect": 30, "voice": 20, "status": 10, "telemetry": 0},
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def outbox(tmp_path: Path, clock: FakeClock) -> Outbox:
+    box = make_outbox(tmp_path / "outbox", clock)
+    yield box
+    box.close()
+
+
+def test_messages_come_out_in_the_order_they_were_put(outbox: Outbox) -> None:
+    ids = [outbox.put("defect", {"n": n}).id for n in range(50)]
+    assert [m.id for m in outbox.peek(100)] == ids
+    assert [m.payload["n"] for m in outbox.read_from(outbox.peek(1)[0].seq + 10, 5)] == [
+        10,
+        11,
+        12,
+        13,
+        14,
+    ]
+    assert len(outbox) == 50
+
+
+def test_messages_survive_closing_and_reopening(tmp_path: Path, clock: FakeClock) -> None:
+    first = make_outbox(tmp_path / "o", clock)
+    ids = [first.put("voice", {"n": n}).id for n in range(5)]
+    first.close()
+    again = make_outbox(tmp_path / "o", clock)
+    assert [m.id for m in again.peek(10)] == ids
+    assert again.put("voice", {}).seq == 6  # the sequence continues
+    again.close()
+
+
+def test_durability_settings_are_full_sync_with_values_inside_sqlite() -> None:
+    assert SQLITE_SETTINGS["sqlite_synchronous"] == 2
+    assert SQLITE_SETTINGS["sqlite_journal_mode"] == "wal"
+    assert SQLITE_SETTINGS["disk_min_file_size"] > 16 * 1024 * 1024
+
+
+def test_delivered_messages_leave_and_are_counted(outbox: Outbox) -> None:
+    messages = [outbox.put("defect", {"n": n}) for n in range(10)]
+    assert outbox.remove_delivered(messages[:4]) == 4
+    assert outbox.remove_delivered(messages[:4]) == 0  # acknowledged twice: counted once
+    stats = outbox.stats()
+    assert stats.depth == 6
+    assert stats.delivered_total == 4
+    assert [m.id for m in outbox.peek(10)] == [m.id for m in messages[4:]]
+    assert stats.bytes == sum(len(m.to_bytes()) for m in messages[4:])
+
+
+def test_messages_older_than_72_hours_expire(outbox: Outbox, clock: FakeClock) -> None:
+    old = [outbox.put("telemetry", {"n": n}) for n in range(3)]
+    clock.advance(70 * HOUR)
+    fresh = outbox.put("defect", {})
+    assert outbox.expire() == 0
+    clock.advance(2 * HOUR + 1)
+    assert outbox.expire() == 3
+    assert [m.id for m in outbox.peek(10)] == [fresh.id]
+    assert outbox.stats().expired_total == 3
+    assert all(outbox.get(m.seq) is None for m in old)
+
+
+def test_retention_counts_time_from_a_clock_that_cannot_run_backwards(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A Pi without RTC: after a power cut the wall clock restarts in the past."""
+    first = make_outbox(tmp_path / "o", clock, retention_hours=72)
+    message = first.put("defect", {})
+    clock.advance(10 * HOUR)
+    first.close()  # checkpoint at 10 h of life
+    clock.reboot(boot_id="boot-2", wall_s=clock.wall_s - 30 * 24 * HOUR, trusted=False)
+    again = make_outbox(tmp_path / "o", clock, retention_hours=72)
+    age = again.age_s(again.get(message.seq))  # type: ignore[arg-type]
+    assert 10 * HOUR <= age < 10 * HOUR + 60  # wall clock went back a month; age did not
+    clock.advance(62 * HOUR)
+    assert again.expire() == 1
+    again.close()
+
+
+def test_powered_off_time_counts_once_the_clock_is_synchronised(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    first = make_outbox(tmp_path / "o", clock)
+    message = first.put("defect", {})
+    first.close()
+    off_for = 5 * HOUR
+    clock.reboot(boot_id="boot-2", wall_s=clock.wall_s + off_for + 5.0, trusted=True)
+    again = make_outbox(tmp_path / "o", clock)
+    age = again.age_s(again.get(message.seq))  # type: ignore[arg-type]
+    assert math.isclose(age, off_for + 5.0, abs_tol=1.0)
+    again.close()
+
+
+def test_unsynchronised_timestamps_are_corrected_after_sync(
+    outbox: Outbox, clock: FakeClock
+) -> None:
+    clock.trusted = False
+    clock.wall_s = 1_000_000.0  # the clock restarted far in the past
+    message = outbox.put("defect", {})
+    assert outbox.created_at(message) == (1_000_000.0, "unsynced")
+    clock.advance(120)
+    true_now = 1_790_000_500.0
+    clock.wall_s = true_now  # NTP stepped the clock
+    clock.trusted = True
+    created, source = outbox.created_at(message)
+    assert source == "corrected"
+    assert math.isclose(created, true_now - 120)
+
+
+def test_cap_drops_lowest_priority_oldest_first(tmp_path: Path, clock: FakeClock) -> None:
+    box = make_outbox(tmp_path / "o", clock, max_bytes=1 << 20, max_message_bytes=64 * 1024)
+    filler = "x" * 20_000
+    defects = [box.put("defect", {"n": n, "f": filler}) for n in range(10)]
+    telemetry = [box.put("telemetry", {"n": n, "f": filler}) for n in range(60)]
+    stats = box.stats()
+    assert stats.bytes <= box.max_bytes
+    assert stats.dropped_total > 0
+    remaining = {m.id for m in box.peek(1000)}
+    assert {m.id for m in defects} <= remaining  # a telemetry flood never evicts a defect
+    kept_telemetry = [m.id for m in telemetry if m.id in remaining]
+    assert kept_telemetry == [m.id for m in telemetry[-len(kept_telemetry) :]]  # oldest went
+    box.close()
+
+
+def test_lowest_priority_message_is_dropped_when_only_higher_ones_fill_the_cap(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    box = make_outbox(tmp_path / "o", clock, max_bytes=1 << 20, max_message_bytes=64 * 1024)
+    filler = "x" * 30_000
+    while box.stats().bytes < (1 << 20) - 40_000:
+        box.put("defect", {"f": filler})
+    depth = len(box)
+    with pytest.raises(OutboxFullError, match="telemetry message, which was dropped"):
+        box.put("telemetry", {"f": filler})
+    assert len(box) == depth
+    assert box.stats().dropped_total == 1
+    box.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "match"),
+    [
+        ("defect", {"image": object()}, "not JSON-serialisable"),
+        ("defect", {"score": float("nan")}, "not JSON-serialisable"),
+        ("defect", ["not", "an", "object"], "must be a JSON object"),
+        ("de/fect", {}, "invalid event kind"),
+        ("defect/#", {}, "invalid event kind"),
+        ("Defect Event", {}, "invalid event kind"),
+        ("defect", {"blob": "x" * 300_000}, "over cache.max_message_bytes"),
+    ],
+)
+def test_bad_input_is_refused_at_put_and_nothing_else_changes(
+    outbox: Outbox, kind: str, payload: object, match: str
+) -> None:
+    kept = outbox.put("defect", {"ok": True})
+    with pytest.raises(MessageRejectedError, match=match):
+        outbox.put(kind, payload)
+    assert [m.id for m in outbox.peek(10)] == [kept.id]
+    assert outbox.put("defect", {}).seq == kept.seq + 1  # a refused put used no sequence
+
+
+def test_purge_removes_only_old_messages(outbox: Outbox, clock: FakeClock) -> None:
+    outbox.put("telemetry", {})
+    clock.advance(5 * HOUR)
+    young = outbox.put("telemetry", {})
+    assert outbox.purge_older_than(4) == 1
+    assert [m.id for m in outbox.peek(5)] == [young.id]
+    assert outbox.stats().dropped_total == 1
+
+
+def test_stats_report_depth_bytes_age_and_drain_estimate(outbox: Outbox, clock: FakeClock) -> None:
+    assert outbox.stats().oldest_age_s is None
+    for _ in range(4):
+        outbox.put("voice", {"text": "start"})
+    clock.advance(30)
+    stats = outbox.stats()
+    assert stats.depth == 4
+    assert stats.depth_by_priority == {20: 4}
+    assert math.isclose(stats.oldest_age_s or 0, 30)
+    assert stats.estimated_drain_s(2.0) == 2.0
+
+
+def test_listeners_hear_each_durable_message(outbox: Outbox) -> None:
+    heard = []
+    outbox.add_listener(heard.append)
+    message = outbox.put("defect", {})
+    assert heard == [message]
