@@ -33,8 +33,8 @@ test: venv host-deps  ## set everything up and run the whole test suite
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 lint: venv  ## ruff
-	$(BIN)/ruff check edge images hw tests bench scripts
-	$(BIN)/ruff format --check edge images hw tests bench scripts
+	$(BIN)/ruff check edge images hw tests bench scripts models
+	$(BIN)/ruff format --check edge images hw tests bench scripts models
 
 typecheck: venv  ## mypy on edge and images
 	$(BIN)/mypy

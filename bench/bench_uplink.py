@@ -1,0 +1,253 @@
+"""Outbox + uplink benchmark: our path vs the bare libraries, same machine, same run.
+
+1. durable put: ``Outbox.put`` vs a raw ``diskcache`` set loop with the same SQLite settings;
+2. drain to a local Mosquitto: our uplink vs a bare paho QoS 1 publish loop, same messages,
+   for several in-flight windows (throughput vs window: a PNG);
+3. a 72 h backlog at 1 event/s (259 200 events of ~300 bytes) synced end to end, with a live
+   defect event put during the drain and timed to the subscriber.
+
+Writes bench/results/uplink.json and bench/results/uplink_window.png.
+Usage: python bench/bench_uplink.py [--backlog N] [--messages N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import diskcache  # noqa: E402
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from edge.config import MoltbotConfig  # noqa: E402
+from edge.outbox.store import SQLITE_SETTINGS, Outbox  # noqa: E402
+from edge.uplink.sync import Uplink  # noqa: E402
+from edge.uplink.topics import TopicScheme  # noqa: E402
+from tests.support.collector import Collector  # noqa: E402
+from tests.support.mosquitto import MosquittoBroker  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+PAYLOAD = {"line": 3, "station": "press-2", "value": 0.4213, "pad": "p" * 200}  # ~300 B sent
+WINDOWS = (1, 8, 32, 64, 128)
+BACKLOG_GOAL_S = 300.0
+LIVE_GOAL_S = 1.0
+THROUGHPUT_GOAL = 500.0
+
+
+def config_for(data_dir: Path, broker: MosquittoBroker, window: int) -> MoltbotConfig:
+    return MoltbotConfig.model_validate(
+        {
+            "device": {"id": "bench", "site": "bench", "data_dir": str(data_dir)},
+            "uplink": {"host": broker.host, "port": broker.port, "inflight_window": window},
+        }
+    )
+
+
+def open_outbox(config: MoltbotConfig) -> Outbox:
+    return Outbox.from_config(config, has_rtc=True)
+
+
+def bench_put(count: int, workdir: Path) -> dict[str, float]:
+    raw_cache = diskcache.Cache(str(workdir / "raw"), **SQLITE_SETTINGS)
+    value = json.dumps(PAYLOAD).encode() * 1
+    start = time.perf_counter()
+    for n in range(count):
+        raw_cache.set(f"m:{n:020d}", value)
+    raw_rate = count / (time.perf_counter() - start)
+    raw_cache.close()
+    config = MoltbotConfig.model_validate({"device": {"id": "b", "data_dir": str(workdir / "o")}})
+    outbox = open_outbox(config)
+    start = time.perf_counter()
+    for _ in range(count):
+        outbox.put("telemetry", PAYLOAD)
+    ours_rate = count / (time.perf_counter() - start)
+    outbox.close()
+    return {
+        "messages": count,
+        "ours_per_s": ours_rate,
+        "bare_diskcache_per_s": raw_rate,
+        "ratio": ours_rate / raw_rate,
+    }
+
+
+def bare_paho_rate(broker: MosquittoBroker, count: int, window: int) -> float:
+    payload = json.dumps({"id": "0" * 36, "data": PAYLOAD}).encode()
+    done = threading.Event()
+    acked = [0]
+
+    def on_publish(*_args: object) -> None:
+        acked[0] += 1
+        if acked[0] >= count:
+            done.set()
+
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id="bare", protocol=mqtt.MQTTv5
+    )
+    client.max_inflight_messages_set(window)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    start = time.perf_counter()
+    for _ in range(count):
+        client.publish("bench/bare", payload, qos=1)
+    done.wait(600)
+    rate = count / (time.perf_counter() - start)
+    client.disconnect()
+    client.loop_stop()
+    return rate
+
+
+def ours_drain_rate(broker: MosquittoBroker, count: int, window: int, workdir: Path) -> float:
+    config = config_for(workdir, broker, window)
+    outbox = open_outbox(config)
+    for _ in range(count):
+        outbox.put("telemetry", PAYLOAD)
+    uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
+    uplink.start()
+    uplink.wait_connected(10)
+    start = time.perf_counter()
+    uplink.wait_drained(600)
+    rate = count / (time.perf_counter() - start)
+    uplink.stop()
+    outbox.close()
+    return rate
+
+
+def bench_backlog(broker: MosquittoBroker, events: int, workdir: Path) -> dict[str, float]:
+    config = config_for(workdir, broker, 64)
+    outbox = open_outbox(config)
+    start = time.perf_counter()
+    for _ in range(events):
+        outbox.put("telemetry", PAYLOAD)
+    fill_s = time.perf_counter() - start
+    consumer = Collector(broker.host, broker.port, "moltbot/bench/bench/defect", "bench-sub")
+    uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
+    uplink.start()
+    uplink.wait_connected(10)
+    start = time.perf_counter()
+    time.sleep(min(5.0, events / 20000))  # well into the drain
+    live_put = time.monotonic()
+    live = outbox.put("defect", {"class": "scratch", "score": 0.97})
+    consumer.wait_for_ids({live.id}, 30)
+    live_latency = next(m.at for m in consumer.events() if m.json()["id"] == live.id) - live_put
+    uplink.wait_drained(3600)
+    sync_s = time.perf_counter() - start
+    uplink.stop()
+    consumer.close()
+    outbox.close()
+    return {
+        "events": events,
+        "fill_s": fill_s,
+        "sync_s": sync_s,
+        "sync_per_s": events / sync_s,
+        "live_defect_latency_s": live_latency,
+    }
+
+
+def plot(windows: list[dict[str, float]], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(
+        [w["window"] for w in windows],
+        [w["ours_per_s"] for w in windows],
+        "o-",
+        label="moltbot uplink (outbox → broker)",
+    )
+    axis.plot(
+        [w["window"] for w in windows],
+        [w["bare_paho_per_s"] for w in windows],
+        "s--",
+        label="bare paho QoS 1 loop",
+    )
+    axis.axhline(THROUGHPUT_GOAL, color="grey", linestyle=":", label="goal 500 msg/s")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("QoS 1 messages in flight")
+    axis.set_ylabel("messages / s to local Mosquitto")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000, help="per window and per put run")
+    parser.add_argument("--backlog", type=int, default=259_200, help="events in the 72 h run")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        broker = MosquittoBroker(workdir=workdir / "broker")
+        broker.start()
+        try:
+            put = bench_put(args.messages, workdir / "put")
+            windows = []
+            for window in WINDOWS:
+                bare = bare_paho_rate(broker, args.messages, window)
+                ours = ours_drain_rate(broker, args.messages, window, workdir / f"w{window}")
+                windows.append(
+                    {
+                        "window": window,
+                        "ours_per_s": ours,
+                        "bare_paho_per_s": bare,
+                        "ratio": ours / bare,
+                    }
+                )
+            backlog = bench_backlog(broker, args.backlog, workdir / "backlog")
+        finally:
+            broker.stop()
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = {
+        "host": {"machine": platform.machine(), "python": platform.python_version()},
+        "durable_put": put,
+        "drain_by_window": windows,
+        "backlog_72h": backlog,
+        "peak_rss_mb": peak_rss_mb,
+        "budgets": {
+            "backlog_sync_s": BACKLOG_GOAL_S,
+            "live_defect_s": LIVE_GOAL_S,
+            "drain_per_s": THROUGHPUT_GOAL,
+        },
+    }
+    (RESULTS / "uplink.json").write_text(json.dumps(report, indent=2))
+    plot(windows, RESULTS / "uplink_window.png")
+    print(
+        f"durable put: ours {put['ours_per_s']:.0f}/s, bare diskcache "
+        f"{put['bare_diskcache_per_s']:.0f}/s, ratio {put['ratio']:.2f}"
+    )
+    print(f"{'window':>6} {'ours msg/s':>11} {'bare paho':>10} {'ratio':>6}")
+    for row in windows:
+        print(
+            f"{row['window']:>6} {row['ours_per_s']:>11.0f} {row['bare_paho_per_s']:>10.0f} "
+            f"{row['ratio']:>6.2f}"
+        )
+    verdict = "OK" if backlog["sync_s"] < BACKLOG_GOAL_S else "OVER BUDGET"
+    print(
+        f"72 h backlog: {backlog['events']} events synced in {backlog['sync_s']:.1f} s "
+        f"({backlog['sync_per_s']:.0f}/s; budget {BACKLOG_GOAL_S:.0f} s: {verdict}); "
+        f"filled in {backlog['fill_s']:.1f} s"
+    )
+    print(
+        f"live defect during the drain reached the subscriber in "
+        f"{backlog['live_defect_latency_s'] * 1000:.0f} ms (budget {LIVE_GOAL_S * 1000:.0f} ms)"
+    )
+    print(f"peak RSS {peak_rss_mb:.0f} MB; results in {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
