@@ -190,10 +190,11 @@ def board_detect(root: Path) -> int:
 
 
 def _register_subcommands() -> None:
+    from edge.model_cli import infer, model, triggers  # noqa: PLC0415
     from edge.outbox_cli import event, outbox  # noqa: PLC0415 - keeps `import edge.cli` light
 
-    cli.add_command(outbox)
-    cli.add_command(event)
+    for command in (outbox, event, model, infer, triggers):
+        cli.add_command(command)
 
 
 _register_subcommands()

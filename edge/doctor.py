@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.board import BoardDetection, BoardProfile, load_board_profiles, resolve_board
-from edge.config.model import MoltbotConfig
+from edge.config.model import InferenceBackend, MoltbotConfig
+from edge.cpu import cpu_features
 from edge.errors import BoardProfileError
 
 MIN_FREE_BYTES_FAIL = 64 * 1024 * 1024
@@ -118,25 +119,6 @@ def _profile(context: DoctorContext) -> BoardProfile | None:
     return context.board.profile if context.board else None
 
 
-def cpu_features(cpuinfo: str) -> set[str]:
-    """SIMD features named as the board profiles name them, from /proc/cpuinfo text."""
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in {"flags", "Features"}:
-            flags |= set(value.split())
-    aliases = {
-        "asimd": "neon",
-        "asimddp": "dotprod",
-        "sse4_2": "sse4_2",
-        "avx2": "avx2",
-        "avx512f": "avx512",
-        "avx512_vnni": "vnni",
-        "avx_vnni": "vnni",
-    }
-    return {name for flag, name in aliases.items() if flag in flags}
-
-
 def check_cpu(context: DoctorContext) -> CheckResult:
     try:
         found = cpu_features((context.root / "proc/cpuinfo").read_text(errors="replace"))
@@ -222,6 +204,43 @@ def _cuda_gpu_name() -> str | None:
         return str(driver.Device(0).name())
     except Exception:  # noqa: BLE001 - no driver, no device, wrong driver: all mean "none"
         return None
+
+
+def check_inference_backend(context: DoctorContext) -> CheckResult:
+    """Which backend ``auto`` (or the configured one) would take here, and why."""
+    inference = context.config.inference
+    if not inference.enabled:
+        return CheckResult("inference_backend", Status.SKIP, "inference.enabled is false")
+    from edge.errors import BackendUnavailableError  # noqa: PLC0415
+    from edge.inference.backends import create_backend  # noqa: PLC0415
+
+    profile = _profile(context)
+    order: list[InferenceBackend] = (
+        [inference.backend]
+        if inference.backend != "auto"
+        else (list(profile.inference_backends) if profile else ["ort-cpu"])
+    )
+    skipped = []
+    for name in order:
+        try:
+            create_backend(name, inference, context.config.paths().engine_cache_dir)
+        except BackendUnavailableError as exc:
+            skipped.append(f"{name}: {exc.what}")
+            continue
+        why = f" (skipped {'; '.join(skipped)})" if skipped else ""
+        return CheckResult(
+            "inference_backend",
+            Status.OK,
+            f"{name}{why}",
+            data={"backend": name, "order": order, "skipped": skipped},
+        )
+    return CheckResult(
+        "inference_backend",
+        Status.FAIL,
+        "; ".join(skipped),
+        "install what the first backend needs, or set inference.backend: ort-cpu",
+        {"order": order, "skipped": skipped},
+    )
 
 
 def check_audio(context: DoctorContext) -> CheckResult:
@@ -368,6 +387,7 @@ CHECKS: tuple[Callable[[DoctorContext], CheckResult], ...] = (
     check_cpu,
     check_onnxruntime,
     check_tensorrt,
+    check_inference_backend,
     check_audio,
     check_models,
     check_vosk_model,

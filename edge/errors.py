@@ -60,3 +60,15 @@ class OutboxFullError(OutboxError):
 
 class UplinkError(MoltbotError):
     """The broker refused us (credentials, certificate) or cannot be reached."""
+
+
+class ModelRejectedError(InputError):
+    """A model version failed verification; the model that was serving keeps serving."""
+
+
+class BackendUnavailableError(MoltbotError):
+    """An inference backend cannot run here (library missing, no GPU); says why."""
+
+
+class InvalidImageError(InputError):
+    """A frame could not be decoded or does not fit the model's input."""

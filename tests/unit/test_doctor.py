@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from edge.cli import cli
-from edge.doctor import Status, cpu_features, run_doctor
+from edge.cpu import cpu_features
+from edge.doctor import Status, run_doctor
 from tests.conftest import ConfigFactory
 
 PI_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
@@ -58,6 +59,8 @@ def test_doctor_detects_the_pi_and_passes_with_model_and_broker(
     assert "sha256:" in checks["models"].detail
     assert checks["mqtt_broker"].status == Status.OK
     assert checks["tensorrt"].status == Status.SKIP
+    assert checks["inference_backend"].status == Status.OK
+    assert checks["inference_backend"].data["backend"] == "ort-cpu"
     assert report.worst() != Status.FAIL
 
 
@@ -132,6 +135,7 @@ def test_doctor_json_output_and_exit_code(
         "cpu",
         "onnxruntime",
         "tensorrt",
+        "inference_backend",
         "audio",
         "models",
         "vosk_model",

@@ -1,0 +1,1 @@
+"""Inference: backends behind one interface, the model registry, and the serving core."""

@@ -1,0 +1,116 @@
+"""``ort-cpu``: ONNX Runtime's CPU execution provider (MLAS: NEON on the Pi, AVX2/512 on x86)."""
+
+from __future__ import annotations
+
+import platform
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from edge.config.model import InferenceSettings
+from edge.cpu import physical_cores, read_cpu_features
+from edge.errors import ModelRejectedError
+from edge.inference.manifest import ModelManifest, Precision
+
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session_options(settings: InferenceSettings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = OPTIMIZATION_LEVELS[settings.graph_optimization]
+    options.enable_cpu_mem_arena = settings.enable_cpu_mem_arena
+    options.log_severity_level = 3
+    return options
+
+
+def simd_description() -> str:
+    features = read_cpu_features()
+    if platform.machine() in ("aarch64", "arm64"):
+        extras = (
+            " + dot product" if "dotprod" in features else " (no dot product: INT8 gains small)"
+        )
+        return f"NEON (MLAS){extras}"
+    wide = [name for name in ("avx512", "vnni", "avx2") if name in features]
+    return f"x86-64 {'/'.join(wide) or 'SSE'} (MLAS)"
+
+
+class OrtModel:
+    """An ``InferenceSession`` with the manifest's input/output names bound."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        manifest: ModelManifest,
+        precision: Precision,
+        backend: str,
+        providers: list[str],
+    ) -> None:
+        self.session = session
+        self.manifest = manifest
+        self.precision = precision
+        self.backend = backend
+        self._providers = providers
+        self._input = manifest.input.name
+        self._outputs = [manifest.output.name]
+        self._closed = threading.Event()
+
+    def run(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        result: NDArray[np.float32] = self.session.run(self._outputs, {self._input: batch})[0]
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model": self.manifest.ref,
+            "precision": self.precision,
+            "providers": self._providers,
+            "isa": simd_description(),
+            "onnxruntime": ort.__version__,
+        }
+
+    def close(self) -> None:
+        self._closed.set()  # the session is freed when the last in-flight call drops it
+
+
+def open_session(
+    path: Path, options: ort.SessionOptions, providers: list[Any]
+) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+        raise ModelRejectedError(
+            f"ONNX Runtime cannot load the model: {exc}",
+            where=str(path),
+            hint="re-export the model, or check the manifest's file",
+        ) from exc
+
+
+class OrtCpuBackend:
+    name = "ort-cpu"
+
+    def __init__(self, settings: InferenceSettings, engine_cache_dir: Path) -> None:
+        self.settings = settings
+        del engine_cache_dir  # nothing to cache on the CPU
+
+    def precisions(self) -> tuple[Precision, ...]:
+        return ("fp32", "int8")
+
+    def load(self, folder: Path, manifest: ModelManifest, precision: Precision) -> OrtModel:
+        path = folder / manifest.variants[precision].file
+        session = open_session(path, session_options(self.settings), ["CPUExecutionProvider"])
+        return OrtModel(session, manifest, precision, self.name, session.get_providers())
+
+
+def create(settings: InferenceSettings, engine_cache_dir: Path) -> OrtCpuBackend:
+    return OrtCpuBackend(settings, engine_cache_dir)

@@ -1,0 +1,153 @@
+"""The on-device model registry: ``{model_dir}/{name}/{version}/`` folders, an ``active`` and a
+``previous`` pointer per model name (small text files replaced atomically)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.errors import ModelRejectedError
+from edge.inference.manifest import MANIFEST_FILE, ModelManifest, load_manifest
+from edge.inference.verification import verify_folder
+
+ACTIVE, PREVIOUS = "active", "previous"
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str
+    version: str
+    active: bool
+    precisions: tuple[str, ...]
+    accuracy: dict[str, float | None]
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """``name@version`` → (name, version); ``name`` alone → (name, None)."""
+    name, _, version = ref.partition("@")
+    if not name:
+        raise ModelRejectedError(
+            f"bad model reference {ref!r}", where=ref, hint="write NAME@VERSION, e.g. defect@2"
+        )
+    return name, version or None
+
+
+class ModelRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def folder(self, name: str, version: str) -> Path:
+        return self.root / name / version
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    def versions(self, name: str) -> list[str]:
+        base = self.root / name
+        if not base.is_dir():
+            return []
+        found = [p.name for p in base.iterdir() if (p / MANIFEST_FILE).is_file()]
+        return sorted(found, key=_version_sort_key)
+
+    def _pointer(self, name: str, which: str) -> str | None:
+        path = self.root / name / which
+        try:
+            value = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return value or None
+
+    def active(self, name: str) -> str | None:
+        return self._pointer(name, ACTIVE)
+
+    def previous(self, name: str) -> str | None:
+        return self._pointer(name, PREVIOUS)
+
+    def resolve(self, name: str, version: str | None) -> tuple[str, Path]:
+        """The version to serve: the one asked for, else the active one, else the newest."""
+        versions = self.versions(name)
+        if not versions:
+            raise ModelRejectedError(
+                f"no model named {name!r} is installed",
+                where=str(self.root / name),
+                hint="install one with `moltbot model install FOLDER` (images ship the "
+                "project's defect model)",
+            )
+        chosen = version or self.active(name) or versions[-1]
+        if chosen not in versions:
+            raise ModelRejectedError(
+                f"{name}@{chosen} is not installed",
+                where=str(self.root / name),
+                hint=f"installed versions: {', '.join(versions)}",
+            )
+        return chosen, self.folder(name, chosen)
+
+    def set_active(self, name: str, version: str) -> None:
+        current = self.active(name)
+        if current and current != version:
+            _write_pointer(self.root / name / PREVIOUS, current)
+        _write_pointer(self.root / name / ACTIVE, version)
+
+    def rollback_target(self, name: str) -> str:
+        previous = self.previous(name)
+        if previous is None or previous not in self.versions(name):
+            raise ModelRejectedError(
+                f"{name} has no previous version to roll back to",
+                where=str(self.root / name),
+                hint="activate a version explicitly with NAME@VERSION",
+            )
+        return previous
+
+    def install(self, source: Path) -> ModelManifest:
+        """Verify a model folder and copy it in; an identical copy is a no-op."""
+        manifest = verify_folder(source)
+        target = self.folder(manifest.name, manifest.version)
+        if target.exists():
+            if load_manifest(target) == manifest:
+                return manifest
+            raise ModelRejectedError(
+                f"{manifest.ref} is already installed with different contents",
+                where=str(target),
+                hint="give the new model a new version",
+            )
+        staging = target.with_name(f".{manifest.version}.installing")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        staging.replace(target)
+        return manifest
+
+    def entries(self) -> list[RegistryEntry]:
+        found = []
+        for name in self.names():
+            active = self.active(name)
+            for version in self.versions(name):
+                manifest = load_manifest(self.folder(name, version))
+                found.append(
+                    RegistryEntry(
+                        name,
+                        version,
+                        version == active,
+                        tuple(manifest.variants),
+                        {p: v.accuracy for p, v in manifest.variants.items()},
+                    )
+                )
+        return found
+
+
+def _version_sort_key(version: str) -> tuple[int, str]:
+    head = version.split("-", 1)[0].split(".", 1)[0]
+    return (int(head) if head.isdigit() else -1, version)
+
+
+def _write_pointer(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("w") as stream:
+        stream.write(value + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+    temporary.replace(path)

@@ -1,0 +1,228 @@
+"""``moltbot model …``, ``moltbot infer`` and ``moltbot triggers watch``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from edge.cli import CliState
+    from edge.config import MoltbotConfig
+    from edge.inference.registry import ModelRegistry
+    from edge.inference.service import InferenceService
+
+
+def board_backend_order(config: MoltbotConfig) -> list[str]:
+    from edge.board import load_board_profiles, resolve_board  # noqa: PLC0415
+    from edge.errors import BoardProfileError  # noqa: PLC0415
+
+    try:
+        detection = resolve_board(config.device.board, load_board_profiles())
+    except BoardProfileError:
+        detection = None
+    if detection is None or detection.profile is None:
+        return ["ort-cpu"]
+    return list(detection.profile.inference_backends)
+
+
+def registry_for(config: MoltbotConfig) -> ModelRegistry:
+    from edge.inference.registry import ModelRegistry  # noqa: PLC0415
+
+    return ModelRegistry(config.paths().model_dir)
+
+
+def service_for(config: MoltbotConfig) -> InferenceService:
+    from edge.inference.service import InferenceService  # noqa: PLC0415
+
+    return InferenceService(
+        config.inference,
+        registry_for(config),
+        board_backend_order(config),  # type: ignore[arg-type]
+        config.paths().engine_cache_dir,
+    )
+
+
+@click.group()
+def model() -> None:
+    """List, install, verify, activate, roll back and quantise model versions."""
+
+
+@model.command("list")
+@click.pass_obj
+def model_list(state: CliState) -> None:
+    """Installed model versions; * marks the active one."""
+    entries = registry_for(state.loaded().config).entries()
+    if not entries:
+        click.echo("no models installed")
+    for entry in entries:
+        accuracy = ", ".join(
+            f"{p} {a:.4f}" if a is not None else p for p, a in entry.accuracy.items()
+        )
+        click.echo(f"{'*' if entry.active else ' '} {entry.name}@{entry.version:<10} {accuracy}")
+
+
+@model.command("install")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--activate", "then_activate", is_flag=True, help="Activate it after installing.")
+@click.pass_obj
+def model_install(state: CliState, folder: Path, then_activate: bool) -> None:
+    """Verify a model version folder and copy it into the registry."""
+    config = state.loaded().config
+    manifest = registry_for(config).install(folder)
+    click.echo(f"installed {manifest.ref}")
+    if then_activate:
+        served = service_for(config).activate(manifest.ref)
+        click.echo(f"active: {manifest.ref} on {served.loaded.backend} ({served.loaded.precision})")
+
+
+@model.command("verify")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.pass_obj
+def model_verify(state: CliState, folder: Path) -> None:
+    """Check a model folder: files, sha256, ONNX validity, inputs, reference outputs here."""
+    from edge.inference.registry import ModelRegistry  # noqa: PLC0415
+    from edge.inference.service import InferenceService  # noqa: PLC0415
+    from edge.inference.verification import verify_folder  # noqa: PLC0415
+
+    manifest = verify_folder(folder)
+    config = state.loaded().config
+    staging = ModelRegistry(folder.parent.parent) if folder.parent.name == manifest.name else None
+    if staging is None:
+        click.echo(
+            f"{manifest.ref}: files, sha256, ONNX and inputs OK "
+            "(lay it out as NAME/VERSION to also run the reference outputs)"
+        )
+        return
+    service = InferenceService(
+        config.inference,
+        staging,
+        board_backend_order(config),  # type: ignore[arg-type]
+        config.paths().engine_cache_dir,
+    )
+    served = service.activate(manifest.ref, persist=False)
+    click.echo(
+        f"{manifest.ref}: OK on {served.loaded.backend} ({served.loaded.precision}), "
+        f"reference deviation {served.reference_deviation}"
+    )
+
+
+@model.command("activate")
+@click.argument("ref")
+@click.pass_obj
+def model_activate(state: CliState, ref: str) -> None:
+    """Make NAME@VERSION the active version (verified and reference-checked first)."""
+    served = service_for(state.loaded().config).activate(ref)
+    manifest = served.loaded.manifest
+    click.echo(f"active: {manifest.ref} on {served.loaded.backend} ({served.loaded.precision})")
+
+
+@model.command("rollback")
+@click.argument("name", default="defect")
+@click.pass_obj
+def model_rollback(state: CliState, name: str) -> None:
+    """Go back to the previously active version of NAME."""
+    served = service_for(state.loaded().config).rollback(name)
+    click.echo(f"active: {served.loaded.manifest.ref}")
+
+
+@model.command("quantize")
+@click.argument("source", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder of representative frames.",
+)
+@click.option(
+    "--held-out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder of <label>/ subfolders to measure accuracy before and after.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="New model version folder to write.",
+)
+@click.option("--version", "version", required=True, help="Version of the new folder.")
+def model_quantize(
+    source: Path, calibration: Path, held_out: Path | None, out: Path, version: str
+) -> None:
+    """Static INT8 quantisation (QDQ, per-channel) of SOURCE's FP32 model."""
+    from edge.inference.quantize import quantize_model  # noqa: PLC0415
+
+    report = quantize_model(source, calibration, held_out, out, version)
+    click.echo(
+        f"size: {report.fp32_bytes} B fp32 -> {report.int8_bytes} B int8 "
+        f"({report.int8_bytes / report.fp32_bytes:.0%})"
+    )
+    if report.fp32_accuracy is not None and report.int8_accuracy is not None:
+        click.echo(
+            f"accuracy: {report.fp32_accuracy:.4f} fp32 -> {report.int8_accuracy:.4f} "
+            f"int8 (held-out)"
+        )
+    click.echo(f"wrote {report.output} ({report.images} calibration images)")
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_obj
+def infer(state: CliState, images: tuple[Path, ...]) -> None:
+    """Classify image files with the active model; one JSON line each."""
+    service = service_for(state.loaded().config)
+    service.start()
+    for image in images:
+        prediction = service.infer_image(image.read_bytes(), str(image))
+        click.echo(json.dumps({"image": str(image)} | asdict(prediction)))
+
+
+@click.group()
+def triggers() -> None:
+    """Run the defect triggers."""
+
+
+@triggers.command("watch")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder to watch (default: triggers.watch_dir).",
+)
+@click.pass_obj
+def triggers_watch(state: CliState, folder: Path | None) -> None:
+    """Watch a folder for frames, publish defect events over MQTT, until Ctrl-C / SIGTERM."""
+    from edge.errors import ConfigError  # noqa: PLC0415
+    from edge.outbox_cli import make_uplink, open_outbox  # noqa: PLC0415
+    from edge.triggers.pipeline import TriggerPipeline  # noqa: PLC0415
+    from edge.triggers.sources import WatchedFolder  # noqa: PLC0415
+
+    config = state.loaded().config
+    watch_dir = folder or config.triggers.watch_dir
+    if watch_dir is None:
+        raise ConfigError(
+            "no folder to watch",
+            where="triggers.watch_dir",
+            hint="pass --dir or set triggers.watch_dir",
+        )
+    service = service_for(config)
+    service.start()
+    outbox = open_outbox(config)
+    uplink = make_uplink(config, outbox) if config.uplink.enabled else None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if uplink:
+        uplink.start()
+    try:
+        TriggerPipeline(config.triggers, service, outbox).run_folder(WatchedFolder(watch_dir), stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if uplink:
+            uplink.stop()
+        outbox.close()

@@ -1,0 +1,1 @@
+"""Factory-line defect triggers: frame sources → inference → decision → defect events."""
