@@ -11,7 +11,7 @@ BOARD ?= rpi4b
 TEST_HOST_PACKAGES := mosquitto mosquitto-clients
 PYTEST_ARGS ?=
 
-.PHONY: help venv host-deps test lint typecheck run image bench docs clean
+.PHONY: help venv host-deps test lint typecheck run image bench model docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,10 +47,15 @@ image: venv  ## a flashable image for BOARD (default rpi4b)
 	@echo "error: 'make image' needs the image builder, which is not built yet (issue: make image); BOARD=$(BOARD)" >&2
 	@exit 1
 
-bench: venv  ## run every benchmark, results under bench/results/
+bench: venv host-deps  ## run every benchmark, results under bench/results/
+	$(BIN)/python -m pip install -q -e '.[dev,bench,train]'
 	@shopt -s nullglob; scripts=(bench/bench_*.py); \
 	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmarks yet"; exit 0; fi; \
 	for script in "$${scripts[@]}"; do echo "== $$script"; $(BIN)/python "$$script"; done
+
+model: venv  ## retrain and re-export the defect model into models/defect/1 (minutes, CPU)
+	$(BIN)/python -m pip install -q -e '.[dev,train]'
+	$(BIN)/python models/defect/train.py
 
 docs: venv  ## regenerate the README's config reference from the config model
 	$(BIN)/python scripts/update_readme_reference.py

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 LABELS = ("ok", "scratch", "spot", "crack")
 SIZE = 64
+MEAN, STD, SCALE = 0.5, 0.25, 1.0 / 255.0  # the model's input normalisation (its manifest)
 
 
 def _surface(rng: np.random.Generator) -> NDArray[np.float32]:
@@ -85,3 +86,9 @@ def make_dataset(count: int, seed: int) -> tuple[NDArray[np.uint8], NDArray[np.i
     rng.shuffle(labels)
     images = np.stack([make_image(LABELS[label], rng) for label in labels])
     return images, labels.astype(np.int64)
+
+
+def normalise(images: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """(N, 64, 64) uint8 frames → (N, 1, 64, 64) model inputs, as the manifest describes."""
+    scaled = images.astype(np.float32) * SCALE
+    return ((scaled - MEAN) / STD)[:, None, :, :].astype(np.float32)

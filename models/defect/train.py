@@ -30,16 +30,18 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from models.defect.dataset import LABELS, SIZE, make_dataset
+from models.defect.dataset import (
+    LABELS,
+    MEAN,
+    SCALE,
+    SIZE,
+    STD,
+    make_dataset,
+    normalise,
+)
 
 logger = logging.getLogger("train")
-MEAN, STD, SCALE = 0.5, 0.25, 1.0 / 255.0
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-
-
-def normalise(images: NDArray[np.uint8]) -> NDArray[np.float32]:
-    scaled = images.astype(np.float32) * SCALE
-    return ((scaled - MEAN) / STD)[:, None, :, :].astype(np.float32)
 
 
 class DefectNet(nn.Module):

@@ -17,8 +17,7 @@ from edge.inference.engine_cache import EngineKey
 from edge.inference.manifest import ModelManifest, Precision
 from edge.inference.preprocess import to_tensor
 from edge.inference.service import InferenceService
-from models.defect.dataset import LABELS, make_dataset, make_image
-from models.defect.train import normalise
+from models.defect.dataset import LABELS, make_dataset, make_image, normalise
 from tests.support.models import SHIPPED_DEFECT_MODEL, copy_version, installed_registry
 
 
