@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -179,7 +178,7 @@ def infer(state: CliState, images: tuple[Path, ...]) -> None:
     service.start()
     for image in images:
         prediction = service.infer_image(image.read_bytes(), str(image))
-        click.echo(json.dumps({"image": str(image)} | asdict(prediction)))
+        click.echo(json.dumps({"image": str(image)} | prediction.to_json()))
 
 
 @click.group()

@@ -58,6 +58,7 @@ def to_tensor(pixels: NDArray[np.uint8], manifest: ModelManifest) -> NDArray[np.
 
 
 def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    result: NDArray[np.float32] = (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
-    return result
+    shifted: NDArray[np.float32] = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=-1, keepdims=True)
+    return shifted

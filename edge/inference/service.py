@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ from edge.errors import BackendUnavailableError, ModelRejectedError
 from edge.inference.backends import create_backend
 from edge.inference.backends.base import Backend, LoadedModel
 from edge.inference.manifest import ModelManifest, Precision
-from edge.inference.preprocess import decode_image, to_tensor
+from edge.inference.preprocess import decode_image, softmax, to_tensor
 from edge.inference.registry import ModelRegistry, parse_ref
-from edge.inference.verification import check_reference, probabilities, verify_folder
+from edge.inference.verification import check_reference, verify_folder
 
 logger = logging.getLogger(__name__)
 PRECISION_TRIAL_RUNS = 30
@@ -36,15 +37,39 @@ PRECISION_TRIAL_RUNS = 30
 BackendFactory = Callable[[InferenceBackend, InferenceSettings, Path], Backend]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Prediction:
+    """One frame's result. Probabilities of every class are computed only when asked for, so
+    the hot path (label and score) costs a few microseconds whatever the number of classes."""
+
     model: str
     backend: str
     precision: str
     label: str
     score: float
-    scores: dict[str, float]
     latency_ms: float
+    labels: Sequence[str] = field(repr=False)
+    raw: NDArray[np.float32] = field(repr=False)
+    raw_is_logits: bool = field(repr=False, default=True)
+
+    @cached_property
+    def probabilities(self) -> NDArray[np.float32]:
+        return softmax(self.raw) if self.raw_is_logits else self.raw
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return dict(zip(self.labels, self.probabilities.tolist(), strict=True))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "precision": self.precision,
+            "label": self.label,
+            "score": self.score,
+            "scores": self.scores,
+            "latency_ms": self.latency_ms,
+        }
 
 
 @dataclass
@@ -100,11 +125,32 @@ class InferenceService:
 
     def infer_tensor(self, batch: NDArray[np.float32]) -> list[Prediction]:
         served = self.current  # one reference for the whole call: a swap cannot split it
+        loaded = served.loaded
         started = time.perf_counter()
-        probs = probabilities(served.loaded, batch)
+        raw = loaded.run(batch)
         latency_ms = (time.perf_counter() - started) * 1000
-        labels = served.loaded.manifest.labels
-        return [_prediction(served, labels, row, latency_ms) for row in probs]
+        manifest = loaded.manifest
+        logits = manifest.output.kind == "logits"
+        labels = manifest.labels
+        predictions = []
+        for row in raw:
+            index = int(row.argmax())
+            # the winning class's softmax probability, without the full softmax
+            score = 1.0 / float(np.exp(row - row[index]).sum()) if logits else float(row[index])
+            predictions.append(
+                Prediction(
+                    manifest.ref,
+                    loaded.backend,
+                    loaded.precision,
+                    labels[index],
+                    score,
+                    latency_ms,
+                    labels,
+                    row,
+                    logits,
+                )
+            )
+        return predictions
 
     def infer_pixels(self, pixels: NDArray[np.uint8]) -> Prediction:
         return self.infer_tensor(to_tensor(pixels, self.current.loaded.manifest))[0]
@@ -304,18 +350,3 @@ class InferenceService:
             "unavailable": self.unavailable,
             "serving": served.describe() if served else None,
         }
-
-
-def _prediction(
-    served: ServedModel, labels: list[str], row: NDArray[np.float32], latency_ms: float
-) -> Prediction:
-    best = int(np.argmax(row))
-    return Prediction(
-        model=served.loaded.manifest.ref,
-        backend=served.loaded.backend,
-        precision=served.loaded.precision,
-        label=labels[best],
-        score=float(row[best]),
-        scores={label: float(score) for label, score in zip(labels, row, strict=True)},
-        latency_ms=latency_ms,
-    )

@@ -10,7 +10,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.uplink.sync import LinkState
+from edge.uplink.sync import LinkState, Uplink
+from edge.uplink.topics import TopicScheme
 from tests.conftest import ConfigFactory
 from tests.integration.uplink_rig import (
     FAST_RECONNECT,
@@ -55,8 +56,10 @@ def test_broker_restarted_mid_drain_loses_nothing(
         outbox = open_outbox(config)
         put_ids = [outbox.put("telemetry", {"n": n, "pad": "x" * 200}).id for n in range(5000)]
         consumer_id = "plant-historian"
-        with running_uplink(config, outbox) as uplink:
+        uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
+        try:
             with collecting(broker, client_id=consumer_id, persistent=True) as before:
+                uplink.start()  # only once the consumer's subscription exists
                 wait_until(lambda: len(before.events()) >= 500, 30, "500 messages first")
                 broker.stop()
             seen_before = before.event_ids()  # after close: every callback has run
@@ -74,6 +77,8 @@ def test_broker_restarted_mid_drain_loses_nothing(
                 )
                 assert uplink.wait_drained(10)
                 seen_after = after.event_ids()
+        finally:
+            uplink.stop()
         assert len(seen_before) < len(put_ids)  # the restart really happened mid-drain
         assert set(seen_after) & set(seen_before) <= set(seen_before)
         assert first_occurrences(seen_before + seen_after) == put_ids
