@@ -49,9 +49,11 @@ def timings_ms(run: Callable[[], object], count: int) -> list[float]:
 
 def summary(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
-    return {"p50_ms": statistics.median(ordered),
-            "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
-            "per_s": 1000 / statistics.mean(ordered)}
+    return {
+        "p50_ms": statistics.median(ordered),
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "per_s": 1000 / statistics.mean(ordered),
+    }
 
 
 def quantise(fp32: Path, int8: Path, calibration: np.ndarray) -> None:
@@ -59,16 +61,22 @@ def quantise(fp32: Path, int8: Path, calibration: np.ndarray) -> None:
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
-            self.items = iter([{"image": calibration[i:i + 1]} for i in range(len(calibration))])
+            self.items = iter([{"image": calibration[i : i + 1]} for i in range(len(calibration))])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
 
     prepared = fp32.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32), str(prepared))
-    quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+    quantize_static(
+        str(prepared),
+        str(int8),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     prepared.unlink()
 
 
@@ -81,29 +89,42 @@ def reference_model_folder(root: Path, name: str) -> Path:
     calibration = np.random.default_rng(0).normal(0, 1, (8, 3, 224, 224)).astype(np.float32)
     quantise(folder / "model.onnx", folder / "model.int8.onnx", calibration)
     manifest = {
-        "name": name, "version": "1", "labels": [f"class_{i}" for i in range(1000)],
+        "name": name,
+        "version": "1",
+        "labels": [f"class_{i}" for i in range(1000)],
         "ok_label": "class_0",
         "input": {"name": "image", "shape": [-1, 3, 224, 224], "color": "rgb"},
-        "normalization": {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406],
-                          "std": [0.229, 0.224, 0.225]},
+        "normalization": {
+            "scale": 1 / 255,
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
         "output": {"name": "logits", "kind": "logits"},
-        "variants": {p: {"file": f, "sha256": sha256_file(folder / f)}
-                     for p, f in (("fp32", "model.onnx"), ("int8", "model.int8.onnx"))},
+        "variants": {
+            p: {"file": f, "sha256": sha256_file(folder / f)}
+            for p, f in (("fp32", "model.onnx"), ("int8", "model.int8.onnx"))
+        },
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
 
-def bench_model(registry: ModelRegistry, name: str, batch: np.ndarray, runs: int,
-                rounds: int) -> dict[str, object]:
+def bench_model(
+    registry: ModelRegistry, name: str, batch: np.ndarray, runs: int, rounds: int
+) -> dict[str, object]:
     settings = InferenceSettings(precision="fp32", warmup_runs=5)
     service = InferenceService(settings, registry, ["ort-cpu"], registry.root / "engines")
     served = service.activate(name, persist=False)
     folder = served.folder
     manifest = served.loaded.manifest
-    bare = {p: ort.InferenceSession(str(folder / v.file), sess_options=session_options(settings),
-                                    providers=["CPUExecutionProvider"])
-            for p, v in manifest.variants.items()}
+    bare = {
+        p: ort.InferenceSession(
+            str(folder / v.file),
+            sess_options=session_options(settings),
+            providers=["CPUExecutionProvider"],
+        )
+        for p, v in manifest.variants.items()
+    }
     feeds = {"image": batch}
     for session in bare.values():
         timings_ms(lambda s=session: s.run(None, feeds), 5)
@@ -115,10 +136,12 @@ def bench_model(registry: ModelRegistry, name: str, batch: np.ndarray, runs: int
     stats = {key: summary(values) for key, values in samples.items()}
     sizes = {p: (folder / v.file).stat().st_size for p, v in manifest.variants.items()}
     return {
-        "model": name, **stats,
+        "model": name,
+        **stats,
         "overhead": stats["ours_fp32"]["p50_ms"] / stats["bare_fp32"]["p50_ms"] - 1,
         "int8_speed_ratio": stats["bare_fp32"]["p50_ms"] / stats["bare_int8"]["p50_ms"],
-        "int8_size_ratio": sizes["int8"] / sizes["fp32"], "sizes_bytes": sizes,
+        "int8_size_ratio": sizes["int8"] / sizes["fp32"],
+        "sizes_bytes": sizes,
     }
 
 
@@ -131,9 +154,11 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(7, 4))
     names = [str(r["model"]) for r in rows]
     x = np.arange(len(rows))
-    for offset, key, label in ((-0.27, "bare_fp32", "bare ORT FP32"),
-                               (0.0, "ours_fp32", "moltbot ort-cpu FP32"),
-                               (0.27, "bare_int8", "bare ORT INT8")):
+    for offset, key, label in (
+        (-0.27, "bare_fp32", "bare ORT FP32"),
+        (0.0, "ours_fp32", "moltbot ort-cpu FP32"),
+        (0.27, "bare_int8", "bare ORT INT8"),
+    ):
         axis.bar(x + offset, [r[key]["p50_ms"] for r in rows], 0.27, label=label)  # type: ignore[index]
     axis.set_xticks(x, names)
     axis.set_yscale("log")
@@ -159,22 +184,35 @@ def main() -> None:
         for name, runs in (("mobilenetv2", 40), ("resnet18", 20)):
             reference_model_folder(registry.root, name)
             rows.append(bench_model(registry, name, image, runs, args.rounds))
-    report = {"host": {"machine": platform.machine(), "isa": simd_description(),
-                       "onnxruntime": ort.__version__, "python": platform.python_version()},
-              "overhead_budget": OVERHEAD_BUDGET, "models": rows}
+    report = {
+        "host": {
+            "machine": platform.machine(),
+            "isa": simd_description(),
+            "onnxruntime": ort.__version__,
+            "python": platform.python_version(),
+        },
+        "overhead_budget": OVERHEAD_BUDGET,
+        "models": rows,
+    }
     (RESULTS / "inference.json").write_text(json.dumps(report, indent=2))
     plot(rows, RESULTS / "inference.png")
-    print(f"{'model':<12} {'bare p50':>9} {'ours p50':>9} {'overhead':>9} {'ours p99':>9} "
-          f"{'int8 p50':>9} {'int8 speed':>10} {'int8 size':>9}")
+    print(
+        f"{'model':<12} {'bare p50':>9} {'ours p50':>9} {'overhead':>9} {'ours p99':>9} "
+        f"{'int8 p50':>9} {'int8 speed':>10} {'int8 size':>9}"
+    )
     for row in rows:
-        print(f"{row['model']:<12} {row['bare_fp32']['p50_ms']:>8.3f}m {row['ours_fp32']['p50_ms']:>8.3f}m "  # type: ignore[index]
-              f"{row['overhead']:>+9.1%} {row['ours_fp32']['p99_ms']:>8.3f}m "  # type: ignore[index]
-              f"{row['bare_int8']['p50_ms']:>8.3f}m {row['int8_speed_ratio']:>9.2f}x "  # type: ignore[index]
-              f"{row['int8_size_ratio']:>8.2f}x")
+        bare, ours, int8 = (row[key] for key in ("bare_fp32", "ours_fp32", "bare_int8"))
+        print(
+            f"{row['model']:<12} {bare['p50_ms']:>8.3f}m {ours['p50_ms']:>8.3f}m "  # type: ignore[index]
+            f"{row['overhead']:>+9.1%} {ours['p99_ms']:>8.3f}m {int8['p50_ms']:>8.3f}m "  # type: ignore[index]
+            f"{row['int8_speed_ratio']:>9.2f}x {row['int8_size_ratio']:>8.2f}x"
+        )
     worst = max(float(row["overhead"]) for row in rows)  # type: ignore[arg-type]
     verdict = "OK" if worst <= OVERHEAD_BUDGET else "OVER BUDGET"
-    print(f"worst overhead {worst:+.1%} (budget {OVERHEAD_BUDGET:.0%}: {verdict}); "
-          f"{simd_description()}; results in {RESULTS}")
+    print(
+        f"worst overhead {worst:+.1%} (budget {OVERHEAD_BUDGET:.0%}: {verdict}); "
+        f"{simd_description()}; results in {RESULTS}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 
-def _conv_bn(inputs: int, outputs: int, stride: int, groups: int = 1, act: bool = True,
-             kernel: int = 3) -> nn.Sequential:
+def _conv_bn(
+    inputs: int, outputs: int, stride: int, groups: int = 1, act: bool = True, kernel: int = 3
+) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(inputs, outputs, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(outputs),
@@ -30,8 +31,10 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(_conv_bn(inputs, hidden, 1, kernel=1))
-        layers += [_conv_bn(hidden, hidden, stride, groups=hidden),
-                   _conv_bn(hidden, outputs, 1, act=False, kernel=1)]
+        layers += [
+            _conv_bn(hidden, hidden, stride, groups=hidden),
+            _conv_bn(hidden, outputs, 1, act=False, kernel=1),
+        ]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,8 +42,15 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                (6, 160, 3, 2), (6, 320, 1, 1))
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )
 
     def __init__(self, classes: int = 1000) -> None:
         super().__init__()
@@ -48,13 +58,15 @@ class MobileNetV2(nn.Module):
         channels = 32
         for expand, outputs, repeats, stride in self.SETTINGS:
             for index in range(repeats):
-                layers.append(InvertedResidual(channels, outputs, stride if index == 0 else 1,
-                                               expand))
+                layers.append(
+                    InvertedResidual(channels, outputs, stride if index == 0 else 1, expand)
+                )
                 channels = outputs
         layers.append(_conv_bn(channels, 1280, 1, kernel=1))
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                        nn.Linear(1280, classes))
+        self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))  # type: ignore[no-any-return]
@@ -64,13 +76,17 @@ class BasicBlock(nn.Module):
     def __init__(self, inputs: int, outputs: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False), nn.BatchNorm2d(outputs),
-            nn.ReLU(inplace=True), nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(outputs))
+            nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(outputs),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(outputs),
+        )
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or inputs != outputs:
-            self.shortcut = nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride, bias=False),
-                                          nn.BatchNorm2d(outputs))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs)
+            )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,8 +96,12 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     def __init__(self, classes: int = 1000) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
-                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        ]
         channels = 64
         for outputs, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
             layers += [BasicBlock(channels, outputs, stride), BasicBlock(outputs, outputs, 1)]
@@ -96,6 +116,13 @@ class ResNet18(nn.Module):
 def export(model: nn.Module, path: Path) -> None:
     torch.manual_seed(0)
     model.eval()
-    torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(path), input_names=["image"],
-                      output_names=["logits"], opset_version=17, dynamo=False,
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 3, 224, 224),),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+    )

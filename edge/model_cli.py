@@ -193,21 +193,38 @@ def triggers() -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Folder to watch (default: triggers.watch_dir).",
 )
+@click.option(
+    "--video",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read frames from a video file instead (needs OpenCV).",
+)
+@click.option("--camera", type=int, help="Read frames from /dev/videoN instead (needs OpenCV).")
+@click.option(
+    "--every-nth",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --video/--camera: use every Nth frame.",
+)
 @click.pass_obj
-def triggers_watch(state: CliState, folder: Path | None) -> None:
-    """Watch a folder for frames, publish defect events over MQTT, until Ctrl-C / SIGTERM."""
+def triggers_watch(
+    state: CliState, folder: Path | None, video: Path | None, camera: int | None, every_nth: int
+) -> None:
+    """Run frames through the model, publish defect events over MQTT, until Ctrl-C / SIGTERM."""
     from edge.errors import ConfigError  # noqa: PLC0415
     from edge.outbox_cli import make_uplink, open_outbox  # noqa: PLC0415
     from edge.triggers.pipeline import TriggerPipeline  # noqa: PLC0415
     from edge.triggers.sources import WatchedFolder  # noqa: PLC0415
+    from edge.triggers.video import video_frames  # noqa: PLC0415
 
     config = state.loaded().config
+    stream: Path | int | None = video if video is not None else camera
     watch_dir = folder or config.triggers.watch_dir
-    if watch_dir is None:
+    if watch_dir is None and stream is None:
         raise ConfigError(
-            "no folder to watch",
+            "no frame source",
             where="triggers.watch_dir",
-            hint="pass --dir or set triggers.watch_dir",
+            hint="pass --dir, --video or --camera, or set triggers.watch_dir",
         )
     service = service_for(config)
     service.start()
@@ -217,8 +234,15 @@ def triggers_watch(state: CliState, folder: Path | None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if uplink:
         uplink.start()
+    pipeline = TriggerPipeline(config.triggers, service, outbox)
     try:
-        TriggerPipeline(config.triggers, service, outbox).run_folder(WatchedFolder(watch_dir), stop)
+        if stream is not None:
+            count = pipeline.run_stream(video_frames(stream, every_nth=every_nth), stop)
+            click.echo(f"processed {count} frame(s)")
+            if uplink:
+                uplink.wait_drained(config.uplink.connect_timeout_s * 2)
+        elif watch_dir is not None:
+            pipeline.run_folder(WatchedFolder(watch_dir), stop)
     except KeyboardInterrupt:
         pass
     finally:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from edge.config.model import TriggerSettings
 from edge.errors import InvalidImageError, MoltbotError
+from edge.inference.preprocess import decode_image
 from edge.inference.service import InferenceService, Prediction
 from edge.outbox.store import Outbox
 from edge.triggers.decision import DefectDecision, TriggerDecider
 from edge.triggers.sources import Frame, WatchedFolder
+from edge.triggers.video import PixelFrame
 
 logger = logging.getLogger(__name__)
 POLL_S = 0.2
@@ -77,8 +82,13 @@ class TriggerPipeline:
             self.running.set()
 
     def process(self, data: bytes, frame_reference: str) -> tuple[Prediction, list[str]]:
-        """One frame; returns the prediction and the ids of the defect events queued."""
-        prediction = self.inference.infer_image(data, frame_reference)
+        """One encoded frame; returns the prediction and the ids of the defect events queued."""
+        return self.process_pixels(decode_image(data, frame_reference), frame_reference)
+
+    def process_pixels(
+        self, pixels: NDArray[np.uint8], frame_reference: str
+    ) -> tuple[Prediction, list[str]]:
+        prediction = self.inference.infer_pixels(pixels)
         self.frames_total += 1
         queued = []
         for decision in self.decider.observe(prediction.scores, self._clock()):
@@ -101,6 +111,17 @@ class TriggerPipeline:
                 for frame in folder.poll():
                     self._process_frame(folder, frame)
             stop.wait(POLL_S)
+
+    def run_stream(self, frames: Iterable[PixelFrame], stop: threading.Event) -> int:
+        """Process a video file or camera stream until it ends or ``stop`` is set."""
+        processed = 0
+        for frame in frames:
+            if stop.is_set():
+                break
+            if self.running.is_set():
+                self.process_pixels(frame.pixels, frame.reference)
+                processed += 1
+        return processed
 
     def _process_frame(self, folder: WatchedFolder, frame: Frame) -> None:
         try:

@@ -1,0 +1,68 @@
+"""Frames from a video file (written with OpenCV at test time) through the trigger pipeline."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.errors import InputError
+from edge.inference.service import InferenceService
+from edge.triggers.pipeline import TriggerPipeline
+from edge.triggers.video import video_frames
+from models.defect.dataset import make_image
+from tests.conftest import ConfigFactory
+from tests.integration.uplink_rig import open_outbox
+from tests.support.models import installed_registry
+
+cv2 = pytest.importorskip("cv2", reason="OpenCV (the camera extra) is not installed")
+pytestmark = pytest.mark.integration
+
+
+def write_video(path: Path, labels: list[str]) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 64))
+    rng = np.random.default_rng(8)
+    for label in labels:
+        gray = make_image(label, rng)
+        writer.write(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    writer.release()
+
+
+def test_video_frames_become_defect_events(make_config: ConfigFactory, tmp_path: Path) -> None:
+    video = tmp_path / "line.avi"
+    write_video(video, ["ok", "ok", "crack", "crack", "ok", "spot", "spot", "ok"])
+    config = make_config(
+        inference={"precision": "fp32"},
+        triggers={"debounce_hits": 2, "debounce_window": 2, "cooldown_s": 0},
+    )
+    service = InferenceService(
+        config.inference,
+        installed_registry(config.paths().model_dir),
+        ["ort-cpu"],
+        config.paths().engine_cache_dir,
+    )
+    service.start()
+    outbox = open_outbox(config)
+    pipeline = TriggerPipeline(config.triggers, service, outbox)
+    processed = pipeline.run_stream(video_frames(video), threading.Event())
+    assert processed == 8
+    events = [m.payload for m in outbox.peek(10)]
+    assert [(e["class"], e["frame"]) for e in events] == [
+        ("crack", "line.avi#3"),
+        ("spot", "line.avi#6"),
+    ]
+    outbox.close()
+
+
+def test_every_nth_frame_and_a_missing_file(tmp_path: Path) -> None:
+    video = tmp_path / "short.avi"
+    write_video(video, ["ok"] * 6)
+    assert [f.reference for f in video_frames(video, every_nth=2)] == [
+        "short.avi#0",
+        "short.avi#2",
+        "short.avi#4",
+    ]
+    with pytest.raises(InputError, match="cannot open video file"):
+        list(video_frames(tmp_path / "missing.avi"))
