@@ -27,10 +27,10 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # 
 from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: E402
 
 from edge.config.model import InferenceSettings  # noqa: E402
+from edge.files import sha256_file  # noqa: E402
 from edge.inference.backends.ort_cpu import session_options, simd_description  # noqa: E402
 from edge.inference.registry import ModelRegistry  # noqa: E402
 from edge.inference.service import InferenceService  # noqa: E402
-from edge.inference.verification import sha256_file  # noqa: E402
 from models.defect.dataset import make_dataset, normalise  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.config.model import InferenceBackend
-from edge.errors import BoardProfileError
+from edge.errors import BoardProfileError, validation_problems
 
 DEVICE_TREE_MODEL_FILES = ("proc/device-tree/model", "sys/firmware/devicetree/base/model")
 SimdFeature = Literal["neon", "dotprod", "sse4_2", "avx2", "avx512", "vnni"]
@@ -118,10 +118,7 @@ def _load_profile(entry: Path | Traversable) -> BoardProfile:
     try:
         return BoardProfile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<top level>'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise BoardProfileError(
             f"board profile is invalid: {problems}",
             where=str(entry),

@@ -7,7 +7,6 @@ it. ``fail`` means something the config needs is missing (the command exits non-
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import platform
@@ -22,6 +21,7 @@ from edge.board import BoardDetection, BoardProfile, load_board_profiles, resolv
 from edge.config.model import InferenceBackend, MoltbotConfig
 from edge.cpu import cpu_features
 from edge.errors import BoardProfileError
+from edge.files import sha256_file
 
 MIN_FREE_BYTES_FAIL = 64 * 1024 * 1024
 MIN_FREE_BYTES_WARN = 512 * 1024 * 1024
@@ -277,14 +277,6 @@ def check_audio(context: DoctorContext) -> CheckResult:
     )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_models(context: DoctorContext) -> CheckResult:
     config = context.config
     model_dir = config.paths().model_dir
@@ -298,7 +290,7 @@ def check_models(context: DoctorContext) -> CheckResult:
     files = sorted(model_dir.rglob("*.onnx"))[:MAX_MODEL_FILES_LISTED]
     if not files:
         return CheckResult("models", fail, f"no .onnx file under {model_dir}", fix)
-    hashes = {str(path.relative_to(model_dir)): sha256_of(path) for path in files}
+    hashes = {str(path.relative_to(model_dir)): sha256_file(path) for path in files}
     active = [name for name in hashes if name.split("/", 1)[0] == config.inference.active_model]
     listing = ", ".join(f"{name} sha256:{digest[:12]}" for name, digest in hashes.items())
     if not active:

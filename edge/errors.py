@@ -7,6 +7,8 @@ do*. The CLI turns them into a message and an exit code in one place (``edge.cli
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class MoltbotError(Exception):
     """Base of every error the runtime raises on purpose."""
@@ -72,3 +74,11 @@ class BackendUnavailableError(MoltbotError):
 
 class InvalidImageError(InputError):
     """A frame could not be decoded or does not fit the model's input."""
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field.path: message; …`` (for data files we read)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or '<top level>'}: {error['msg']}"
+        for error in exc.errors()
+    )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
-from pathlib import Path
 
 from edge.config.model import TOPIC_SAFE_NAME, MoltbotConfig
 from edge.errors import ConfigError
+from edge.files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 DEVICE_ID_FILE = "device-id"
@@ -31,16 +30,6 @@ def device_id(config: MoltbotConfig, *, create: bool = True) -> str:
         return value
     generated = f"moltbot-{secrets.token_hex(4)}"
     if create:
-        _write_atomically(stored, generated)
+        write_text_atomically(stored, generated + "\n")
         logger.info("generated device id %s (stored in %s)", generated, stored)
     return generated
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("w") as stream:
-        stream.write(text + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    temporary.replace(path)

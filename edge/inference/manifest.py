@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge.errors import ModelRejectedError
+from edge.errors import ModelRejectedError, validation_problems
 
 MANIFEST_FILE = "manifest.json"
 Precision = Literal["fp32", "fp16", "int8"]
@@ -105,10 +105,7 @@ def load_manifest(folder: Path) -> ModelManifest:
     try:
         return ModelManifest.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<top level>'}: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise ModelRejectedError(
             f"manifest.json is invalid: {problems}",
             where=str(path),

@@ -29,10 +29,11 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edge.errors import InputError
+from edge.files import sha256_file
 from edge.inference.manifest import MANIFEST_FILE, ModelManifest
 from edge.inference.preprocess import decode_image, softmax, to_tensor
 from edge.inference.sources_images import image_files
-from edge.inference.verification import sha256_file, verify_folder
+from edge.inference.verification import verify_folder
 
 logger = logging.getLogger(__name__)
 

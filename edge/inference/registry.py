@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import ModelRejectedError
+from edge.files import write_text_atomically
 from edge.inference.manifest import MANIFEST_FILE, ModelManifest, load_manifest
 from edge.inference.verification import verify_folder
 
@@ -89,8 +89,8 @@ class ModelRegistry:
     def set_active(self, name: str, version: str) -> None:
         current = self.active(name)
         if current and current != version:
-            _write_pointer(self.root / name / PREVIOUS, current)
-        _write_pointer(self.root / name / ACTIVE, version)
+            write_text_atomically(self.root / name / PREVIOUS, current + "\n")
+        write_text_atomically(self.root / name / ACTIVE, version + "\n")
 
     def rollback_target(self, name: str) -> str:
         previous = self.previous(name)
@@ -141,13 +141,3 @@ class ModelRegistry:
 def _version_sort_key(version: str) -> tuple[int, str]:
     head = version.split("-", 1)[0].split(".", 1)[0]
     return (int(head) if head.isdigit() else -1, version)
-
-
-def _write_pointer(path: Path, value: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("w") as stream:
-        stream.write(value + "\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    temporary.replace(path)

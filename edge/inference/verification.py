@@ -3,7 +3,6 @@ matching the manifest, and (on the target backend) its reference outputs."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +10,12 @@ import onnx
 from numpy.typing import NDArray
 
 from edge.errors import ModelRejectedError
+from edge.files import sha256_file
 from edge.inference.backends.base import LoadedModel
 from edge.inference.manifest import ModelManifest, Precision, Variant, load_manifest
 from edge.inference.preprocess import softmax
 
 ONNX_FLOAT = onnx.TensorProto.FLOAT
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_folder(folder: Path) -> ModelManifest:

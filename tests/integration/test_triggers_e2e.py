@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.inference.service import InferenceService
 from edge.triggers.pipeline import TriggerPipeline
 from edge.triggers.sources import WatchedFolder
 from tests.conftest import ConfigFactory
 from tests.integration.uplink_rig import collecting, open_outbox, running_uplink, wait_until
-from tests.support.models import installed_registry, write_frames
+from tests.support.models import serving_defect_model, write_frames
 from tests.support.mosquitto import MosquittoBroker
 
 pytestmark = pytest.mark.integration
@@ -34,13 +33,7 @@ def test_frames_in_the_watched_folder_reach_the_broker_as_defect_events(
         inference={"precision": "fp32"},
     )
     frames = write_frames(tmp_path / "frames", per_label=3, seed=11)
-    service = InferenceService(
-        config.inference,
-        installed_registry(config.paths().model_dir),
-        ["ort-cpu"],
-        config.paths().engine_cache_dir,
-    )
-    service.start()
+    service = serving_defect_model(config)
     outbox = open_outbox(config)
     pipeline = TriggerPipeline(config.triggers, service, outbox)
     stop = threading.Event()

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from edge.errors import InputError
-from edge.inference.service import InferenceService
 from edge.triggers.pipeline import TriggerPipeline
 from edge.triggers.video import video_frames
 from models.defect.dataset import make_image
 from tests.conftest import ConfigFactory
 from tests.integration.uplink_rig import open_outbox
-from tests.support.models import installed_registry
+from tests.support.models import serving_defect_model
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV (the camera extra) is not installed")
 pytestmark = pytest.mark.integration
@@ -37,13 +36,7 @@ def test_video_frames_become_defect_events(make_config: ConfigFactory, tmp_path:
         inference={"precision": "fp32"},
         triggers={"debounce_hits": 2, "debounce_window": 2, "cooldown_s": 0},
     )
-    service = InferenceService(
-        config.inference,
-        installed_registry(config.paths().model_dir),
-        ["ort-cpu"],
-        config.paths().engine_cache_dir,
-    )
-    service.start()
+    service = serving_defect_model(config)
     outbox = open_outbox(config)
     pipeline = TriggerPipeline(config.triggers, service, outbox)
     processed = pipeline.run_stream(video_frames(video), threading.Event())

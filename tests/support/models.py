@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edge.config import MoltbotConfig
+from edge.files import sha256_file
 from edge.inference.registry import ModelRegistry
-from edge.inference.verification import sha256_file
+from edge.inference.service import InferenceService
 from models.defect.dataset import LABELS, make_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,3 +65,13 @@ def write_frames(folder: Path, per_label: int, seed: int) -> dict[str, list[Path
             Image.fromarray(make_image(label, rng)).save(path)
             written[label].append(path)
     return written
+
+
+def serving_defect_model(config: MoltbotConfig) -> InferenceService:
+    """The shipped defect model installed under the config's model dir and serving on ORT."""
+    paths = config.paths()
+    service = InferenceService(
+        config.inference, installed_registry(paths.model_dir), ["ort-cpu"], paths.engine_cache_dir
+    )
+    service.start()
+    return service
