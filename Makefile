@@ -7,8 +7,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 BOARD ?= rpi4b
-# Debian packages the test suite uses: a real MQTT broker and its clients.
-TEST_HOST_PACKAGES := mosquitto mosquitto-clients
+# Debian packages the test suite uses: a real MQTT broker and its clients, promtool (in
+# prometheus) to lint /metrics, systemd-analyze (in systemd) to verify the unit, openssl for
+# test certificates.
+TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl
 PYTEST_ARGS ?=
 
 .PHONY: help venv host-deps test lint typecheck run image bench model docs clean
@@ -39,9 +41,8 @@ lint: venv  ## ruff
 typecheck: venv  ## mypy on edge and images
 	$(BIN)/mypy
 
-run: venv  ## the appliance on this host (arrives with the runtime issue)
-	@echo "error: 'make run' needs 'moltbot run', which is not built yet (issue: moltbot run)" >&2
-	@exit 1
+run: venv host-deps  ## the appliance on this host, with a local Mosquitto and the defect model
+	bash scripts/run-local.sh
 
 image: venv  ## a flashable image for BOARD (default rpi4b)
 	@echo "error: 'make image' needs the image builder, which is not built yet (issue: make image); BOARD=$(BOARD)" >&2

@@ -107,6 +107,15 @@ def doctor(state: CliState, as_json: bool, root: Path, broker_timeout: float, st
     return 1 if report.worst(strict=strict) == Status.FAIL else 0
 
 
+@cli.command()
+@click.pass_obj
+def run(state: CliState) -> int:
+    """Run the appliance: model, triggers, outbox + MQTT uplink and the local API."""
+    from edge.service import run_appliance  # noqa: PLC0415
+
+    return run_appliance(state.loaded().config)
+
+
 @cli.group()
 def config() -> None:
     """Show the effective config, its JSON Schema, or the reference of every setting."""

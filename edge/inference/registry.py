@@ -86,8 +86,9 @@ class ModelRegistry:
             )
         return chosen, self.folder(name, chosen)
 
-    def set_active(self, name: str, version: str) -> None:
-        current = self.active(name)
+    def set_active(self, name: str, version: str, *, serving: str | None = None) -> None:
+        """Point ``active`` at ``version``; ``previous`` at what was active (or ``serving``)."""
+        current = self.active(name) or serving
         if current and current != version:
             write_text_atomically(self.root / name / PREVIOUS, current + "\n")
         write_text_atomically(self.root / name / ACTIVE, version + "\n")

@@ -109,6 +109,7 @@ class InferenceService:
         self._swap_lock = threading.Lock()
         self._background: threading.Thread | None = None
         self._refused: set[str] = set()
+        self.observers: list[Callable[[Prediction], None]] = []  # e.g. the latency histogram
 
     # -- serving ----------------------------------------------------------------------------
 
@@ -150,6 +151,9 @@ class InferenceService:
                     logits,
                 )
             )
+        for observer in self.observers:
+            for prediction in predictions:
+                observer(prediction)
         return predictions
 
     def infer_pixels(self, pixels: NDArray[np.uint8]) -> Prediction:
@@ -172,7 +176,12 @@ class InferenceService:
             served = self._load_best(folder, manifest)
             previous, self._current = self._current, served
             if persist:
-                self.registry.set_active(name, version)
+                serving = previous.loaded.manifest if previous is not None else None
+                self.registry.set_active(
+                    name,
+                    version,
+                    serving=serving.version if serving and serving.name == name else None,
+                )
         logger.info(
             "serving %s on %s (%s): %s",
             manifest.ref,

@@ -1,0 +1,264 @@
+"""The local HTTP API (FastAPI): health, readiness, metrics, inference, outbox, models, events.
+
+Every route but ``/healthz`` and ``/readyz`` (and ``/metrics`` unless
+``api.metrics_require_token``) needs ``Authorization: Bearer <token>``, compared in constant
+time. Errors are JSON ``{"error", "where", "hint"}``; no stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from edge import __version__
+from edge.config.view import redacted_tree
+from edge.errors import InputError, MoltbotError
+
+if TYPE_CHECKING:
+    from edge.service import Appliance
+
+logger = logging.getLogger(__name__)
+IMAGE_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/bmp",
+        "image/x-portable-graymap",
+        "image/tiff",
+        "application/octet-stream",
+    }
+)
+SSE_KEEPALIVE_S = 15.0
+
+
+class ErrorBody(BaseModel):
+    error: str
+    where: str | None = None
+    hint: str | None = None
+
+
+class InferResult(BaseModel):
+    model: str
+    backend: str
+    precision: str
+    label: str
+    score: float
+    scores: dict[str, float]
+    latency_ms: float
+    events: list[str] = Field(description="ids of the defect events queued (with ?trigger=true)")
+
+
+class ActivateRequest(BaseModel):
+    version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _error(
+    status: int, what: str, where: str | None = None, hint: str | None = None
+) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=what, where=where, hint=hint).model_dump(), status)
+
+
+# Module level: with postponed annotations FastAPI resolves these names in the module's globals.
+BEARER = HTTPBearer(auto_error=False)
+ModelName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+
+
+def create_app(appliance: Appliance) -> FastAPI:
+    app = FastAPI(
+        title="Moltbot Edge appliance API",
+        version=__version__,
+        description="Local API of one Moltbot Edge appliance.",
+    )
+
+    def require_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
+        given = credentials.credentials if credentials else ""
+        if not hmac.compare_digest(given.encode(), appliance.token.encode()):
+            raise HTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    authorised = [Depends(require_token)]
+    _add_error_handlers(app)
+    _add_health_routes(app, appliance, authorised)
+    _add_inference_routes(app, appliance, authorised)
+    _add_state_routes(app, appliance, authorised)
+
+    @app.middleware("http")
+    async def refuse_while_stopping(request: Request, call_next: Any) -> Response:
+        if not appliance.accepting and request.url.path.startswith("/v1/"):
+            return _error(503, "the appliance is shutting down", hint="retry on the next start")
+        response: Response = await call_next(request)
+        return response
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        response = _error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return _error(422, f"invalid request: {problems}", hint="see /docs for the schema")
+
+    @app.exception_handler(MoltbotError)
+    async def moltbot_error(_request: Request, exc: MoltbotError) -> JSONResponse:
+        status = 422 if isinstance(exc, InputError) else 503
+        return _error(status, exc.what, exc.where, exc.hint)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        logger.error("unexpected API error %s", incident, exc_info=exc)
+        return _error(500, f"internal error (incident {incident}; see the device log)")
+
+
+def _add_health_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
+    async def readyz() -> JSONResponse:
+        """Readiness: model loaded, outbox writable, uplink not refused; 503 lists reasons."""
+        ready, checks = appliance.readiness()
+        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    guard = authorised if appliance.config.api.metrics_require_token else []
+
+    @app.get("/metrics", tags=["health"], dependencies=guard, response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """Prometheus text format."""
+        body = await asyncio.to_thread(appliance.metrics.render)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _add_inference_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
+    limit = appliance.config.api.max_upload_bytes
+
+    @app.post(
+        "/v1/infer",
+        tags=["inference"],
+        dependencies=authorised,
+        responses={
+            **ERRORS,
+            413: {"model": ErrorBody},
+            415: {"model": ErrorBody},
+            503: {"model": ErrorBody},
+        },
+    )
+    async def infer(
+        request: Request,
+        trigger: Annotated[
+            bool, Query(description="run the trigger decision and queue defect events")
+        ] = False,
+    ) -> InferResult:
+        """Classify one image (the request body, ``Content-Type: image/png`` etc.)."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in IMAGE_TYPES:
+            raise HTTPException(
+                415,
+                f"unsupported content type {content_type or 'none'!r}; "
+                "send the image bytes as image/png, image/jpeg or image/bmp",
+            )
+        data = await _read_limited(request, limit)
+        prediction, events = await asyncio.to_thread(appliance.infer, data, trigger)
+        return InferResult(**prediction.to_json(), events=events)
+
+    @app.get("/v1/models", tags=["models"], dependencies=authorised, responses=ERRORS)
+    async def models() -> dict[str, Any]:
+        """Installed versions and what is serving, on which backend, and why."""
+        return await asyncio.to_thread(appliance.models_report)
+
+    @app.post(
+        "/v1/models/{name}/activate",
+        tags=["models"],
+        dependencies=authorised,
+        responses={**ERRORS, 503: {"model": ErrorBody}},
+    )
+    async def activate(name: ModelName, body: ActivateRequest) -> dict[str, Any]:
+        """Verify, load, check and swap in NAME@VERSION; the current one serves until then."""
+        return await asyncio.to_thread(appliance.activate, f"{name}@{body.version}")
+
+    @app.post(
+        "/v1/models/{name}/rollback",
+        tags=["models"],
+        dependencies=authorised,
+        responses={**ERRORS, 503: {"model": ErrorBody}},
+    )
+    async def rollback(name: ModelName) -> dict[str, Any]:
+        """Go back to the previously active version."""
+        return await asyncio.to_thread(appliance.rollback, name)
+
+
+def _add_state_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
+    @app.get("/v1/outbox", tags=["outbox"], dependencies=authorised, responses=ERRORS)
+    async def outbox(peek: Annotated[int, Query(ge=0, le=100)] = 0) -> dict[str, Any]:
+        """Outbox statistics, and the oldest ``peek`` messages."""
+        return await asyncio.to_thread(appliance.outbox_report, peek)
+
+    @app.get("/v1/config", tags=["config"], dependencies=authorised, responses=ERRORS)
+    async def config() -> dict[str, Any]:
+        """The effective config, secrets redacted."""
+        return redacted_tree(appliance.config)
+
+    @app.get("/v1/events", tags=["events"], dependencies=authorised, responses=ERRORS)
+    async def events(request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Response:
+        """Recent events; with ``Accept: text/event-stream`` a live server-sent-event feed."""
+        if "text/event-stream" not in request.headers.get("accept", ""):
+            return JSONResponse({"events": appliance.events.recent(limit)})
+        return StreamingResponse(_sse(appliance, request), media_type="text/event-stream")
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(
+            413, f"upload of {declared} bytes is over api.max_upload_bytes ({limit})"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"upload is over api.max_upload_bytes ({limit})")
+        chunks.append(chunk)
+    if size == 0:
+        raise HTTPException(422, "empty body: send the image bytes")
+    return b"".join(chunks)
+
+
+async def _sse(appliance: Appliance, request: Request) -> AsyncIterator[bytes]:
+    queue = appliance.events.subscribe()
+    try:
+        for event in appliance.events.recent(20):
+            yield f"id: {event['id']}\ndata: {json.dumps(event)}\n\n".encode()
+        while not await request.is_disconnected() and appliance.accepting:
+            try:
+                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            yield f"id: {event['id']}\ndata: {json.dumps(event)}\n\n".encode()
+    finally:
+        appliance.events.unsubscribe(queue)

@@ -1,0 +1,324 @@
+"""``moltbot run``: the appliance in one asyncio process.
+
+Blocking parts run in threads with one owner each: the uplink (its own thread), the trigger
+loop (a supervised thread, restarted with backoff if it fails), inference calls from the API
+(``asyncio.to_thread``). Start order: outbox → model (loaded and reference-checked) → uplink →
+triggers → API; then ``READY=1`` to systemd and ``WATCHDOG=1`` while every service is healthy.
+SIGTERM: stop taking requests, let those in flight finish (their events are in the durable
+outbox before they answer), stop the triggers, say ``offline`` and close MQTT, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import uvicorn
+
+from edge.api.app import create_app
+from edge.api.events import EventFeed
+from edge.api.metrics import Metrics, StateSnapshot
+from edge.board import BoardProfile, load_board_profiles, resolve_board
+from edge.config.model import InferenceBackend, MoltbotConfig
+from edge.errors import BoardProfileError, MoltbotError
+from edge.identity import api_token, device_id
+from edge.inference.registry import ModelRegistry
+from edge.inference.service import InferenceService, Prediction
+from edge.outbox.store import Outbox
+from edge.systemd import notify, watchdog_interval_s
+from edge.triggers.pipeline import TriggerPipeline
+from edge.triggers.sources import WatchedFolder
+from edge.uplink.sync import LinkState, Uplink, backoff_delay
+from edge.uplink.topics import TopicScheme
+
+logger = logging.getLogger(__name__)
+MODEL_FOLLOW_S = 2.0
+API_START_TIMEOUT_S = 30.0
+GRACEFUL_SHUTDOWN_S = 10
+
+
+@dataclass
+class ServiceHealth:
+    running: bool = False
+    restarts: int = 0
+    last_error: str | None = None
+
+
+class Appliance:
+    """Everything one device runs, wired from one config."""
+
+    def __init__(self, config: MoltbotConfig) -> None:
+        self.config = config
+        profile = self._board_profile()
+        self.device = device_id(config)
+        self.token = api_token(config)
+        self.outbox = Outbox.from_config(config, has_rtc=bool(profile and profile.has_rtc))
+        self.events = EventFeed()
+        self.outbox.add_listener(self.events.on_accepted)
+        topics = TopicScheme.from_config(config, self.device)
+        self.uplink = (
+            Uplink(
+                self.outbox, config.uplink, topics, sweep_interval_s=config.cache.sweep_interval_s
+            )
+            if config.uplink.enabled
+            else None
+        )
+        paths = config.paths()
+        order: list[InferenceBackend] = list(profile.inference_backends) if profile else ["ort-cpu"]
+        self.inference = (
+            InferenceService(
+                config.inference, ModelRegistry(paths.model_dir), order, paths.engine_cache_dir
+            )
+            if config.inference.enabled
+            else None
+        )
+        self.pipeline: TriggerPipeline | None = None
+        self.health: dict[str, ServiceHealth] = {}
+        self.metrics = Metrics(self.snapshot)
+        self.accepting = True
+        self._stop = threading.Event()
+        self._infer_lock = threading.Lock()  # one decision stream: debounce needs frame order
+
+    def _board_profile(self) -> BoardProfile | None:
+        try:
+            return resolve_board(self.config.device.board, load_board_profiles()).profile
+        except BoardProfileError as exc:
+            logger.warning("%s; assuming a board without RTC and only ort-cpu", exc.what)
+            return None
+
+    # -- work -----------------------------------------------------------------------------
+
+    def load_model(self) -> None:
+        if self.inference is None:
+            return
+        self.inference.start()
+        self.inference.observers.append(self.metrics.observe_prediction)
+        self.pipeline = TriggerPipeline(self.config.triggers, self.inference, self.outbox)
+
+    def infer(self, data: bytes, trigger: bool) -> tuple[Prediction, list[str]]:
+        if self.inference is None or self.pipeline is None:
+            raise MoltbotError(
+                "inference is disabled on this device",
+                where="inference.enabled",
+                hint="enable it in the config",
+            )
+        if not trigger:
+            return self.inference.infer_image(data), []
+        with self._infer_lock:
+            return self.pipeline.process(data, f"upload-{time.time_ns()}")
+
+    def activate(self, ref: str) -> dict[str, Any]:
+        if self.inference is None:
+            raise MoltbotError("inference is disabled on this device", where="inference.enabled")
+        return self.inference.activate(ref).describe()
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        if self.inference is None:
+            raise MoltbotError("inference is disabled on this device", where="inference.enabled")
+        return self.inference.rollback(name).describe()
+
+    def models_report(self) -> dict[str, Any]:
+        if self.inference is None:
+            return {"enabled": False}
+        entries = [asdict(entry) for entry in self.inference.registry.entries()]
+        return {"enabled": True, "installed": entries, **self.inference.describe()}
+
+    def outbox_report(self, peek: int) -> dict[str, Any]:
+        stats = self.outbox.stats()
+        return {
+            "stats": asdict(stats),
+            "messages": [asdict(m) for m in self.outbox.peek(peek)] if peek else [],
+        }
+
+    # -- state ----------------------------------------------------------------------------
+
+    def snapshot(self) -> StateSnapshot:
+        uplink = self.uplink
+        pipeline = self.pipeline
+        return StateSnapshot(
+            outbox=self.outbox.stats(),
+            uplink_connected=uplink.connected if uplink else None,
+            uplink_published_total=uplink.counters.published_total if uplink else 0,
+            uplink_connects_total=uplink.counters.connects_total if uplink else 0,
+            frames_total=pipeline.frames_total if pipeline else 0,
+            decisions_total=dict(pipeline.decider.decisions_total) if pipeline else {},
+            services_up={name: h.running for name, h in self.health.items()},
+            service_restarts_total={name: h.restarts for name, h in self.health.items()},
+        )
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+        problems = False
+        if self.inference is not None:
+            loaded = self.inference.ready
+            checks["model"] = self.inference.current.loaded.manifest.ref if loaded else "not loaded"
+            problems |= not loaded
+        writable = os.access(self.outbox.directory, os.W_OK)
+        checks["outbox"] = "writable" if writable else f"{self.outbox.directory} not writable"
+        problems |= not writable
+        if self.uplink is not None:
+            state = self.uplink.state
+            checks["uplink"] = state.value + (
+                f": {self.uplink.last_error}" if self.uplink.last_error else ""
+            )
+            problems |= state == LinkState.REFUSED  # a config problem; unreachable is normal
+        if not self.accepting:
+            checks["service"] = "shutting down"
+            problems = True
+        for name, health in self.health.items():
+            if not health.running:
+                checks[name] = f"restarting: {health.last_error}"
+        return not problems, checks
+
+    def healthy(self) -> bool:
+        uplink_alive = self.uplink is None or self.uplink.state != LinkState.STOPPED
+        return uplink_alive and all(h.running for h in self.health.values())
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.events.bind(loop)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+        notify("STATUS=loading the model")
+        await asyncio.to_thread(self.load_model)
+        if self.uplink is not None:
+            self.uplink.start()
+        supervised = [
+            asyncio.create_task(self._supervise(name, target))
+            for name, target in self._background_services()
+        ]
+        server = self._server()
+        serving = asyncio.create_task(server.serve())
+        try:
+            await self._wait_started(server, serving)
+            notify("READY=1", f"STATUS=serving on {self.config.api.host}:{server_port(server)}")
+            logger.info(
+                "appliance %s ready: API on %s:%d",
+                self.device,
+                self.config.api.host,
+                server_port(server),
+            )
+            watchdog = asyncio.create_task(self._watchdog())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            watchdog.cancel()
+            stopped.cancel()
+        finally:
+            await self._shutdown(server, serving, supervised)
+        return 0
+
+    def _background_services(self) -> list[tuple[str, Callable[[], None]]]:
+        services: list[tuple[str, Callable[[], None]]] = []
+        pipeline, watch_dir = self.pipeline, self.config.triggers.watch_dir
+        if pipeline is not None and watch_dir is not None:
+            services.append(
+                ("triggers", lambda: pipeline.run_folder(WatchedFolder(watch_dir), self._stop))
+            )
+        elif self.inference is not None:
+            services.append(("model_follow", self._follow_model))
+        return services
+
+    def _follow_model(self) -> None:
+        while not self._stop.wait(MODEL_FOLLOW_S):
+            if self.inference is not None:
+                self.inference.reload_if_changed()
+
+    async def _supervise(self, name: str, target: Callable[[], None]) -> None:
+        health = self.health.setdefault(name, ServiceHealth())
+        rng = random.Random()  # noqa: S311 - jitter
+        while not self._stop.is_set():
+            health.running = True
+            try:
+                await asyncio.to_thread(target)
+                if self._stop.is_set():
+                    break
+                raise MoltbotError(f"{name} stopped by itself")
+            except Exception as exc:  # reported and restarted, never silent
+                health.running = False
+                health.last_error = str(exc)
+                delay = backoff_delay(health.restarts, 1.0, 60.0, rng)
+                health.restarts += 1
+                logger.exception(
+                    "service %s failed (restart %d in %.1f s)", name, health.restarts, delay
+                )
+                await asyncio.to_thread(self._stop.wait, delay)
+        health.running = False
+
+    def _server(self) -> uvicorn.Server:
+        api = self.config.api
+        config = uvicorn.Config(
+            create_app(self),
+            host=api.host,
+            port=api.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
+        return uvicorn.Server(config)
+
+    async def _wait_started(self, server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+        deadline = time.monotonic() + API_START_TIMEOUT_S
+        while not server.started:
+            if serving.done():
+                serving.result()
+                raise MoltbotError(
+                    f"the API could not listen on {self.config.api.host}:{self.config.api.port}",
+                    where="api.host/api.port",
+                    hint="is another process using the port?",
+                )
+            if time.monotonic() > deadline:
+                raise MoltbotError("the API did not start in time")
+            await asyncio.sleep(0.05)
+
+    async def _watchdog(self) -> None:
+        interval = watchdog_interval_s()
+        if interval is None:
+            return
+        while True:
+            if self.healthy():
+                notify("WATCHDOG=1")
+            else:
+                logger.warning("unhealthy: not petting the systemd watchdog")
+            await asyncio.sleep(interval)
+
+    async def _shutdown(
+        self,
+        server: uvicorn.Server,
+        serving: asyncio.Task[None],
+        supervised: list[asyncio.Task[None]],
+    ) -> None:
+        notify("STOPPING=1")
+        logger.info("stopping: finishing requests in flight")
+        self.accepting = False
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
+        self._stop.set()
+        await asyncio.gather(*supervised, return_exceptions=True)
+        if self.uplink is not None:
+            await asyncio.to_thread(self.uplink.stop)
+        waiting = len(self.outbox)
+        self.outbox.close()
+        logger.info("stopped; %d message(s) wait in the outbox", waiting)
+
+
+def server_port(server: uvicorn.Server) -> int:
+    for listener in getattr(server, "servers", []):
+        for sock in listener.sockets:
+            return int(sock.getsockname()[1])
+    return server.config.port
+
+
+def run_appliance(config: MoltbotConfig) -> int:
+    return asyncio.run(Appliance(config).run())

@@ -1,0 +1,46 @@
+"""The shipped systemd unit: hardened, notify + watchdog, and clean for systemd-analyze."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).parents[2] / "edge" / "units" / "moltbot.service"
+
+
+def unit_options() -> dict[str, str]:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNIT)
+    return dict(parser["Service"])
+
+
+def test_unit_runs_unprivileged_hardened_with_notify_and_watchdog() -> None:
+    service = unit_options()
+    assert service["Type"] == "notify"
+    assert service["User"] == "moltbot"
+    assert service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict"
+    assert service["ReadWritePaths"] == "/var/lib/moltbot"
+    assert service["WatchdogSec"] == "60"
+    assert service["Restart"] == "on-failure"
+
+
+def test_systemd_analyze_verify_passes(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is missing: `make test` installs Debian's systemd package")
+    # The unit names the image's venv; point it at this one so verify can check the binary.
+    moltbot = Path(sys.executable).with_name("moltbot")
+    local = tmp_path / "moltbot.service"
+    local.write_text(UNIT.read_text().replace("/opt/moltbot/venv/bin/moltbot", str(moltbot)))
+    result = subprocess.run(
+        [analyze, "verify", str(local)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
