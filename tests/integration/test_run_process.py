@@ -183,3 +183,28 @@ def test_sigterm_under_load_loses_no_accepted_event(
     assert set(refused) <= {503}
     assert statuses[-1] == b"offline"  # the clean stop said so itself
     assert "stopped;" in appliance.log.read_text()
+
+
+def test_events_stream_live_over_server_sent_events(
+    appliance: RunningAppliance, tmp_path: Path
+) -> None:
+    frame = write_frames(tmp_path / "f", 1, seed=6)["spot"][0].read_bytes()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    received: list[str] = []
+    with (
+        httpx.Client(base_url=appliance.base_url, timeout=10) as client,
+        client.stream(
+            "GET", "/v1/events", headers=headers | {"Accept": "text/event-stream"}
+        ) as stream,
+    ):
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        posted = client.post(
+            "/v1/infer?trigger=true", content=frame, headers=headers | {"Content-Type": "image/png"}
+        )
+        event_id = posted.json()["events"][0]
+        for line in stream.iter_lines():
+            received.append(line)
+            if line.startswith("data:") and event_id in line:
+                break
+    data = next(line for line in received if line.startswith("data:") and event_id in line)
+    assert '"class": "spot"' in data
