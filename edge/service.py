@@ -11,6 +11,7 @@ outbox before they answer), stop the triggers, say ``offline`` and close MQTT, e
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import random
@@ -28,7 +29,7 @@ from edge.api.events import EventFeed
 from edge.api.metrics import Metrics, StateSnapshot
 from edge.board import BoardProfile, load_board_profiles, resolve_board
 from edge.config.model import InferenceBackend, MoltbotConfig
-from edge.errors import BoardProfileError, MoltbotError
+from edge.errors import BoardProfileError, MoltbotError, VoiceError
 from edge.identity import api_token, device_id
 from edge.inference.registry import ModelRegistry
 from edge.inference.service import InferenceService, Prediction
@@ -38,6 +39,9 @@ from edge.triggers.pipeline import TriggerPipeline
 from edge.triggers.sources import WatchedFolder
 from edge.uplink.sync import LinkState, Uplink, backoff_delay
 from edge.uplink.topics import TopicScheme
+from edge.voice.audio import WavSource
+from edge.voice.listener import Utterance
+from edge.voice.service import VoiceService, voice_event
 
 logger = logging.getLogger(__name__)
 MODEL_FOLLOW_S = 2.0
@@ -83,6 +87,13 @@ class Appliance:
         self.pipeline: TriggerPipeline | None = None
         self.health: dict[str, ServiceHealth] = {}
         self.metrics = Metrics(self.snapshot)
+        self.voice = (
+            VoiceService(config.voice, paths.vosk_model_dir, self.outbox, self._voice_action)
+            if config.voice.enabled
+            else None
+        )
+        if self.voice is not None:
+            self.voice.observers.append(self.metrics.observe_utterance)
         self.accepting = True
         self._stop = threading.Event()
         self._infer_lock = threading.Lock()  # one decision stream: debounce needs frame order
@@ -114,6 +125,43 @@ class Appliance:
             return self.inference.infer_image(data), []
         with self._infer_lock:
             return self.pipeline.process(data, f"upload-{time.time_ns()}")
+
+    def _voice_action(self, utterance: Utterance) -> dict[str, Any]:
+        """What a recognised command does; the answer goes into its voice event."""
+        intent = utterance.intent
+        assert intent is not None  # noqa: S101 - handle() only acts on matched intents
+        if intent.action in ("start_inspection", "stop_inspection"):
+            if self.pipeline is None:
+                return {"ok": False, "error": "inference is disabled"}
+            running = intent.action == "start_inspection"
+            (self.pipeline.running.set if running else self.pipeline.running.clear)()
+            return {"ok": True, "inspecting": running}
+        if intent.action == "report_status":
+            ready, checks = self.readiness()
+            self.outbox.put("status", {"ready": ready, "checks": checks, "asked_by": "voice"})
+            return {"ok": True, "ready": ready}
+        if intent.action == "switch_model":
+            if intent.model is None:
+                return {"ok": False, "error": f"intent {intent.intent} names no model"}
+            try:
+                return {"ok": True, "serving": self.activate(intent.model)["model"]}
+            except MoltbotError as exc:
+                return {"ok": False, "error": exc.what}
+        return {"ok": True}
+
+    def transcribe(self, wav: bytes) -> list[dict[str, Any]]:
+        """``POST /v1/asr``: every utterance in a WAV upload, acted on like spoken ones."""
+        if self.voice is None:
+            raise VoiceError(
+                "voice is disabled on this device",
+                where="voice.enabled",
+                hint="set voice.enabled: true and install a Vosk model",
+            )
+        results = []
+        for utterance in self.voice.listener().utterances(WavSource(io.BytesIO(wav))):
+            event = self.voice.handle(utterance)
+            results.append(event or voice_event(utterance))
+        return results
 
     def activate(self, ref: str) -> dict[str, Any]:
         if self.inference is None:
@@ -220,6 +268,9 @@ class Appliance:
 
     def _background_services(self) -> list[tuple[str, Callable[[], None]]]:
         services: list[tuple[str, Callable[[], None]]] = []
+        voice = self.voice
+        if voice is not None and self.config.voice.microphone:
+            services.append(("voice", lambda: voice.run_microphone(self._stop)))
         pipeline, watch_dir = self.pipeline, self.config.triggers.watch_dir
         if pipeline is not None and watch_dir is not None:
             services.append(

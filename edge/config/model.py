@@ -139,6 +139,9 @@ class VoiceSettings(Section):
     model_dir: Path | None = Field(
         None, description="Vosk model directory. Unset: {device.data_dir}/vosk-model."
     )
+    microphone: bool = Field(
+        True, description="Listen to a microphone; false: only POST /v1/asr uploads are heard."
+    )
     input_device: str | None = Field(
         None, description="Microphone by PortAudio name (substring) or index. Unset: default."
     )

@@ -13,7 +13,9 @@ from PIL import Image
 from edge.api.app import create_app
 from edge.service import Appliance
 from tests.conftest import ConfigFactory
+from tests.integration.test_voice import KOREAN_INTENTS
 from tests.support.models import copy_version, installed_registry, write_frames
+from tests.support.speech import KOREAN_MODEL, speak
 
 pytestmark = pytest.mark.integration
 TOKEN = "t0ken-for-tests-only"
@@ -22,7 +24,13 @@ TOKEN = "t0ken-for-tests-only"
 @pytest.fixture
 def appliance(make_config: ConfigFactory) -> Iterator[Appliance]:
     config = make_config(
-        api={"token": TOKEN, "max_upload_bytes": 64 * 1024},
+        api={"token": TOKEN, "max_upload_bytes": 256 * 1024},
+        voice={
+            "enabled": True,
+            "microphone": False,
+            "model_dir": str(KOREAN_MODEL),
+            "intents": KOREAN_INTENTS,
+        },
         triggers={"debounce_hits": 1, "debounce_window": 1, "cooldown_s": 0},
         inference={"precision": "fp32"},
     )
@@ -95,8 +103,8 @@ def test_infer_classifies_and_triggers_a_defect_event(
 
 
 def test_upload_limits_and_content_types(client: TestClient, tmp_path: Path) -> None:
-    image = Image.new("L", (400, 400))
-    image.frombytes(bytes(range(256)) * 625)
+    image = Image.new("L", (600, 600))
+    image.frombytes(bytes(range(256)) * 1406 + bytes(64))
     big = io.BytesIO()
     image.save(big, format="BMP")
     too_big = client.post(
@@ -160,3 +168,28 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
         "/v1/config",
         "/v1/events",
     } <= paths
+
+
+def test_asr_upload_recognises_acts_and_publishes(
+    client: TestClient, tmp_path: Path, appliance: Appliance
+) -> None:
+    assert appliance.pipeline is not None
+    wav = speak("검사 중지", tmp_path / "stop.wav").read_bytes()
+    response = client.post("/v1/asr", content=wav, headers=AUTH | {"Content-Type": "audio/wav"})
+    assert response.status_code == 200, response.text
+    [utterance] = response.json()["utterances"]
+    assert (utterance["text"], utterance["intent"]) == ("검사 중지", "stop")
+    assert utterance["result"] == {"ok": True, "inspecting": False}
+    assert not appliance.pipeline.running.is_set()
+    assert [m.kind for m in appliance.outbox.peek(5)] == ["voice"]
+    assert "moltbot_asr_latency_seconds_count 1.0" in client.get("/metrics").text
+    refused = client.post(
+        "/v1/asr", content=b"RIFF....WAVEfmt garbage", headers=AUTH | {"Content-Type": "audio/wav"}
+    )
+    assert refused.status_code == 422
+    assert (
+        client.post(
+            "/v1/asr", content=wav, headers=AUTH | {"Content-Type": "audio/mpeg"}
+        ).status_code
+        == 415
+    )

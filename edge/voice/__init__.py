@@ -1,0 +1,1 @@
+"""Offline voice commands: audio sources, end-of-speech detection, Vosk, intents."""
