@@ -25,6 +25,7 @@ import httpx2 as httpx  # noqa: E402
 
 from tests.support.models import installed_registry, write_frames  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker, free_port  # noqa: E402
+from tests.support.speech import KOREAN_MODEL  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BUDGET_MB = 512
@@ -57,8 +58,8 @@ def memory_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": fields["VmRSS"], "peak_rss_mb": fields["VmHWM"]}
 
 
-def appliance_memory(workdir: Path, broker: MosquittoBroker) -> dict[str, float]:
-    data_dir = workdir / "data"
+def appliance_memory(workdir: Path, broker: MosquittoBroker, *, voice: bool) -> dict[str, float]:
+    data_dir = workdir / ("data-voice" if voice else "data")
     installed_registry(data_dir / "models")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | {
@@ -72,6 +73,9 @@ def appliance_memory(workdir: Path, broker: MosquittoBroker) -> dict[str, float]
         "MOLTBOT_TRIGGERS__DEBOUNCE_HITS": "1",
         "MOLTBOT_TRIGGERS__DEBOUNCE_WINDOW": "1",
         "MOLTBOT_TRIGGERS__COOLDOWN_S": "0",
+        "MOLTBOT_VOICE__ENABLED": str(voice).lower(),
+        "MOLTBOT_VOICE__MICROPHONE": "false",
+        "MOLTBOT_VOICE__MODEL_DIR": str(KOREAN_MODEL),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run"],
@@ -130,7 +134,8 @@ def main() -> None:
         broker = MosquittoBroker(workdir=workdir / "broker")
         broker.start()
         try:
-            ours = appliance_memory(workdir, broker)
+            ours = appliance_memory(workdir, broker, voice=False)
+            with_voice = appliance_memory(workdir, broker, voice=True)
             bare = bare_memory(broker)
         finally:
             broker.stop()
@@ -144,13 +149,18 @@ def main() -> None:
     }
     (RESULTS / "appliance.json").write_text(json.dumps(report, indent=2))
     verdict = "OK" if ours["peak_rss_mb"] < BUDGET_MB else "OVER BUDGET"
+    voice_verdict = "OK" if with_voice["peak_rss_mb"] < BUDGET_MB else "OVER BUDGET"
     print(f"{'process':<22} {'RSS MB':>8} {'peak MB':>8}")
     print(f"{'moltbot run (loaded)':<22} {ours['rss_mb']:>8.0f} {ours['peak_rss_mb']:>8.0f}")
+    print(
+        f"{'  + Korean Vosk model':<22} {with_voice['rss_mb']:>8.0f} "
+        f"{with_voice['peak_rss_mb']:>8.0f}"
+    )
     print(f"{'bare ORT + paho':<22} {bare['rss_mb']:>8.0f} {bare['peak_rss_mb']:>8.0f}")
     print(
         f"ratio {report['ratio_peak_rss']:.2f}x; idle {ours['idle_rss_mb']:.0f} MB; "
         f"{ours['requests_per_s']:.0f} /v1/infer?trigger=true per s; budget {BUDGET_MB} MB: "
-        f"{verdict}"
+        f"{verdict}; with the Korean Vosk model: {voice_verdict}"
     )
 
 

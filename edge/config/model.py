@@ -153,7 +153,7 @@ class VoiceSettings(Section):
         0.6, ge=0.0, le=1.0, description="Lowest mean word confidence that fires an intent."
     )
     end_of_speech_silence_ms: int = Field(
-        300, ge=50, le=5000, description="Trailing silence that ends an utterance."
+        250, ge=50, le=5000, description="Trailing silence that ends an utterance."
     )
     spoken_feedback: bool = Field(False, description="Answer through espeak-ng when installed.")
     intents: dict[str, IntentSettings] = Field(
