@@ -11,7 +11,8 @@ BOARD ?= rpi4b
 # prometheus) to lint /metrics, systemd-analyze (in systemd) to verify the unit, openssl for
 # test certificates.
 TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl \
-	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins
+	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins \
+	fdisk dosfstools mtools e2fsprogs
 PYTEST_ARGS ?=
 
 .PHONY: help venv host-deps test lint typecheck run image bench model docs clean

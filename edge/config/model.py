@@ -257,6 +257,24 @@ class LoggingSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Level.")
 
 
+class SystemSettings(Section):
+    """Applied to the operating system at first boot (from the boot partition's site file)."""
+
+    hostname: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Host name. Unset: moltbot-<device id>.",
+    )
+    wifi_ssid: str | None = Field(None, max_length=32, description="Wi-Fi network name.")
+    wifi_psk: SecretStr | None = Field(None, description="Wi-Fi passphrase (secret).")
+    wifi_country: str | None = Field(
+        None, pattern=r"^[A-Z]{2}$", description="Wi-Fi regulatory country, e.g. DE."
+    )
+    ssh_authorized_keys: list[str] = Field(
+        default_factory=list, description="Public keys allowed to log in as the admin user."
+    )
+
+
 @dataclass(frozen=True)
 class ResolvedPaths:
     """Every path the runtime writes to, with defaults under the data dir filled in."""
@@ -279,6 +297,7 @@ class MoltbotConfig(Section):
     uplink: UplinkSettings = Field(default_factory=UplinkSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    system: SystemSettings = Field(default_factory=SystemSettings)
 
     def paths(self) -> ResolvedPaths:
         data_dir = self.device.data_dir

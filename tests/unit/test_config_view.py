@@ -14,7 +14,7 @@ SECRETS = {"MOLTBOT_UPLINK__PASSWORD": "hunter2-broker", "MOLTBOT_API__TOKEN": "
 
 
 def test_secret_fields_are_found_from_the_model_types() -> None:
-    assert secret_paths() == {"uplink.password", "api.token"}
+    assert secret_paths() == {"uplink.password", "api.token", "system.wifi_psk"}
 
 
 def test_redacted_tree_masks_every_secret(tmp_path: Path) -> None:

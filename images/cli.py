@@ -1,0 +1,91 @@
+"""``moltbot image …``: host-side commands of the image builder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def image() -> None:
+    """Validate recipes and configure built images (host side)."""
+
+
+@image.command("schema")
+def image_schema() -> None:
+    """Print the JSON Schema of image recipes."""
+    from images.recipe import recipe_schema  # noqa: PLC0415
+
+    click.echo(json.dumps(recipe_schema(), indent=2))
+
+
+@image.command("validate")
+@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+def image_validate(recipe: Path) -> None:
+    """Check a recipe (fields, board, model files) without building anything."""
+    from images.disk import plan_layout  # noqa: PLC0415
+    from images.recipe import load_recipe, recipe_hash  # noqa: PLC0415
+
+    parsed, board = load_recipe(recipe)
+    digest = recipe_hash(parsed)
+    sizes = board.partitions
+    layout = plan_layout(
+        digest,
+        parsed.partitions.boot_mib or sizes.boot_mib,
+        parsed.partitions.root_mib or sizes.root_mib,
+        parsed.partitions.data_mib or sizes.data_mib,
+    )
+    click.echo(f"{parsed.name}: board {board.name}, recipe sha256 {digest[:16]}…")
+    for part in layout.partitions:
+        click.echo(
+            f"  {part.name:<5} {part.kind:<5} {part.size_mib:>6} MiB at {part.start_mib} MiB"
+            f"  PARTUUID={layout.partuuid(part.name)}"
+        )
+
+
+@image.command("configure")
+@click.argument("image_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--site",
+    "site_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Site config (broker, credentials, device name, Wi-Fi, SSH keys).",
+)
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CSV with one unit per row: device_id, name[, broker_username, "
+    "broker_password, api_token].",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="With --inventory: folder for the per-unit images and ledger.csv.",
+)
+def image_configure(
+    image_file: Path, site_file: Path | None, inventory: Path | None, out: Path | None
+) -> None:
+    """Write the site config into IMAGE's boot partition in place (no root, no rebuild)."""
+    from edge.errors import InputError  # noqa: PLC0415
+    from images.configure import configure_batch, configure_image  # noqa: PLC0415
+
+    if inventory is not None:
+        if out is None:
+            raise InputError(
+                "--inventory needs --out",
+                where="--out",
+                hint="name a folder for the per-unit images",
+            )
+        ledger = configure_batch(image_file, site_file, inventory, out)
+        click.echo(f"configured {len(ledger)} unit image(s) in {out}; ledger: {out}/ledger.csv")
+        return
+    if site_file is None:
+        raise InputError(
+            "nothing to write",
+            where="--site",
+            hint="pass --site FILE, or --inventory CSV --out DIR",
+        )
+    configure_image(image_file, site_file)
+    click.echo(f"wrote {site_file} into {image_file} (boot partition, moltbot/site.yaml)")

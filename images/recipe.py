@@ -1,0 +1,132 @@
+"""Image recipes: YAML, validated before any slow step, with errors that name the field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.board import BoardProfile, load_board_profiles
+from edge.errors import InputError, validation_problems
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class RecipeError(InputError):
+    """A recipe is malformed or names something that does not exist."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseSystem(_Strict):
+    suite: Literal["bookworm"] = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
+    snapshot: str | None = Field(
+        None, pattern=r"^\d{8}T\d{6}Z$", description="snapshot.debian.org timestamp to pin packages"
+    )
+    components: list[str] = Field(default_factory=lambda: ["main", "non-free-firmware"])
+
+
+class ModelRef(_Strict):
+    path: Path = Field(description="a model version folder (NAME/VERSION with manifest.json)")
+
+
+class VoskModelRef(_Strict):
+    path: Path = Field(description="a Vosk model directory")
+
+
+class User(_Strict):
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_keys: list[str] = Field(default_factory=list)
+
+
+class PartitionSizes(_Strict):
+    boot_mib: int | None = Field(None, ge=64)
+    root_mib: int | None = Field(None, ge=512)
+    data_mib: int | None = Field(None, ge=64)
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    board: str
+    hostname: str = Field("moltbot", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    base: BaseSystem = Field(default_factory=BaseSystem)
+    packages: list[str] = Field(default_factory=list)
+    services: dict[Literal["inference", "triggers", "voice", "uplink", "api"], bool] = Field(
+        default_factory=dict
+    )
+    models: list[ModelRef] = Field(default_factory=lambda: [ModelRef(path=Path("models/defect/1"))])
+    vosk_model: VoskModelRef | None = None
+    users: list[User] = Field(default_factory=list)
+    partitions: PartitionSizes = Field(default_factory=PartitionSizes)
+
+    @model_validator(mode="after")
+    def _no_passwords(self) -> Recipe:
+        for user in self.users:
+            if user.name == "root":
+                raise ValueError("users: root logs in by no password and no key; add a user")
+        return self
+
+
+def load_recipe(path: Path, *, base_dir: Path | None = None) -> tuple[Recipe, BoardProfile]:
+    """Parse, validate, and check every file the recipe names exists — before any slow step."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise RecipeError(
+            "recipe file not found", where=str(path), hint=f"recipes live in {RECIPES_DIR}"
+        ) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise RecipeError(
+            f"recipe is not valid YAML: {getattr(exc, 'problem', exc)}",
+            where=where,
+            hint="fix the YAML syntax",
+        ) from exc
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(
+            f"recipe is invalid: {validation_problems(exc)}",
+            where=str(path),
+            hint="compare it with images/recipes/rpi4b.yaml",
+        ) from exc
+    profiles = load_board_profiles()
+    if recipe.board not in profiles:
+        raise RecipeError(
+            f"board: unknown board {recipe.board!r}",
+            where=f"{path}: board",
+            hint=f"use one of {', '.join(sorted(profiles))}",
+        )
+    root = base_dir or Path.cwd()
+    for index, model in enumerate(recipe.models):
+        if not (root / model.path / "manifest.json").is_file():
+            raise RecipeError(
+                f"models[{index}].path: {model.path} has no manifest.json",
+                where=f"{path}: models[{index}].path",
+                hint="point it at a model version folder, e.g. models/defect/1",
+            )
+    if recipe.vosk_model and not (root / recipe.vosk_model.path / "am/final.mdl").is_file():
+        raise RecipeError(
+            f"vosk_model.path: {recipe.vosk_model.path} is not a Vosk model",
+            where=f"{path}: vosk_model.path",
+            hint="a Vosk model directory (am/, conf/, graph/)",
+        )
+    return recipe, profiles[recipe.board]
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """Stable over formatting: the hash of the validated recipe, not of its text."""
+    canonical = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def recipe_schema() -> dict[str, object]:
+    return Recipe.model_json_schema()

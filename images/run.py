@@ -1,0 +1,82 @@
+"""One way to run external tools (mmdebstrap, sfdisk, mkfs, mtools, bmaptool, qemu).
+
+A failure says which step failed, prints the exact command to copy and rerun, and for a tool
+that is not installed, the Debian package that provides it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from edge.errors import MoltbotError
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_OF = {
+    "sfdisk": "fdisk",
+    "mkfs.vfat": "dosfstools",
+    "fsck.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "mtype": "mtools",
+    "mdir": "mtools",
+    "mmd": "mtools",
+    "mke2fs": "e2fsprogs",
+    "e2fsck": "e2fsprogs",
+    "bmaptool": "bmap-tools",
+    "xz": "xz-utils",
+    "mmdebstrap": "mmdebstrap",
+    "qemu-system-aarch64": "qemu-system-arm",
+}
+
+
+class ToolError(MoltbotError):
+    """An external tool failed or is missing."""
+
+
+def require(tool: str) -> str:
+    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+    if found is None:
+        package = PACKAGE_OF.get(tool, tool)
+        raise ToolError(
+            f"{tool} is not installed",
+            where=tool,
+            hint=f"apt-get install {package} (`make image` installs it)",
+        )
+    return found
+
+
+def run(
+    command: Sequence[str | Path],
+    *,
+    step: str,
+    input_text: str | None = None,
+    cwd: Path | None = None,
+) -> str:
+    argv = [str(part) for part in command]
+    argv[0] = require(argv[0])
+    result = subprocess.run(  # noqa: S603 - argv list, no shell; the tools are ours to run
+        argv, input=input_text, capture_output=True, text=True, cwd=cwd, check=False
+    )
+    if result.returncode != 0:
+        raise ToolError(
+            f"{step} failed (exit {result.returncode}): {result.stderr.strip()[-2000:]}",
+            where=shlex.join(argv),
+            hint="run the command above by hand to see the whole output",
+        )
+    return result.stdout
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """A progress line per stage, with its time."""
+    logger.info("▶ %s", name)
+    started = time.monotonic()
+    yield
+    logger.info("✔ %s (%.1f s)", name, time.monotonic() - started)

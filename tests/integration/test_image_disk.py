@@ -1,0 +1,138 @@
+"""Disk images without loop devices, checked with the real tools; site config in place."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edge.errors import ConfigError
+from images.configure import configure_batch, configure_image, read_site
+from images.disk import assemble, build_ext4, build_vfat, plan_layout, read_table
+from images.recipe import RecipeError, load_recipe, recipe_hash
+
+pytestmark = pytest.mark.image
+REPO = Path(__file__).parents[2]
+
+
+def small_disk(tmp_path: Path) -> tuple[Path, object]:
+    layout = plan_layout("test-seed", boot_mib=40, root_mib=24, data_mib=16)
+    boot, root, data = (tmp_path / name for name in ("bootfs", "rootfs", "datafs"))
+    for folder in (boot, root / "etc", data / "outbox"):
+        folder.mkdir(parents=True)
+    (boot / "config.txt").write_text("arm_64bit=1\n")
+    (boot / "cmdline.txt").write_text(f"root=PARTUUID={layout.partuuid('root')} rootwait\n")
+    (root / "etc" / "hostname").write_text("moltbot\n")
+    for path in (*boot.rglob("*"), *root.rglob("*"), *data.rglob("*")):
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    images = {
+        "boot": tmp_path / "boot.img",
+        "root": tmp_path / "root.img",
+        "data": tmp_path / "data.img",
+    }
+    build_vfat(images["boot"], layout.partition("boot"), boot, "test-seed")
+    build_ext4(images["root"], layout.partition("root"), root, "test-seed", 0)
+    build_ext4(images["data"], layout.partition("data"), data, "test-seed", 0)
+    disk = tmp_path / "disk.img"
+    assemble(disk, layout, images)
+    return disk, layout
+
+
+def test_disk_has_the_planned_table_and_clean_file_systems(tmp_path: Path) -> None:
+    disk, layout = small_disk(tmp_path)
+    table = read_table(disk)
+    assert table["label"] == "dos"
+    assert table["id"] == f"0x{layout.disk_id:08x}"  # type: ignore[attr-defined]
+    types = [p["type"] for p in table["partitions"]]  # type: ignore[index]
+    assert types == ["c", "83", "83"]
+    for name, part in (("boot", 0), ("root", 1), ("data", 2)):
+        entry = table["partitions"][part]  # type: ignore[index]
+        planned = layout.partition(name)  # type: ignore[attr-defined]
+        assert entry["start"] * 512 == planned.start_mib * 1024 * 1024
+    subprocess.run(["fsck.vfat", "-n", str(tmp_path / "boot.img")], check=True, capture_output=True)
+    for name in ("root", "data"):
+        subprocess.run(
+            ["e2fsck", "-fn", str(tmp_path / f"{name}.img")], check=True, capture_output=True
+        )
+    cmdline = subprocess.run(
+        ["mtype", "-i", f"{disk}@@{4 * 1024 * 1024}", "::cmdline.txt"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"root=PARTUUID={layout.partuuid('root')}" in cmdline  # type: ignore[attr-defined]
+
+
+def test_same_inputs_give_the_same_disk_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reproducibility: SOURCE_DATE_EPOCH, fixed UUIDs and file times give identical images."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.setenv("E2FSPROGS_FAKE_TIME", "1700000000")
+    first, _ = small_disk(tmp_path / "a")
+    second, _ = small_disk(tmp_path / "b")
+    digests = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (first, second)}
+    assert len(digests) == 1
+
+
+def test_configure_writes_the_site_file_and_reads_back(tmp_path: Path) -> None:
+    disk, _ = small_disk(tmp_path)
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "device:\n  name: line 3 camera\nuplink:\n  host: broker.plant.local\n"
+        "  port: 8883\nsystem:\n  wifi_ssid: plant\n  wifi_psk: s3cret\n"
+    )
+    configure_image(disk, site)
+    assert "broker.plant.local" in read_site(disk)
+    site.write_text("uplink:\n  host: other\n")
+    configure_image(disk, site)  # overwrite in place
+    assert "other" in read_site(disk)
+
+
+def test_bad_site_file_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    disk, _ = small_disk(tmp_path)
+    before = hashlib.sha256(disk.read_bytes()).hexdigest()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("uplink:\n  port: 99999\n")
+    with pytest.raises(ConfigError, match=r"uplink\.port"):
+        configure_image(disk, bad)
+    assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
+
+
+def test_batch_personalisation_writes_one_image_per_unit_and_a_ledger(tmp_path: Path) -> None:
+    disk, _ = small_disk(tmp_path)
+    inventory = tmp_path / "units.csv"
+    inventory.write_text(
+        "device_id,name,broker_username,broker_password\n"
+        "line3-cam1,Line 3 cam 1,cam1,pw-one\nline3-cam2,Line 3 cam 2,cam2,pw-two\n"
+    )
+    ledger = configure_batch(disk, None, inventory, tmp_path / "units")
+    assert [row.device_id for row in ledger] == ["line3-cam1", "line3-cam2"]
+    assert "line3-cam2" in read_site(tmp_path / "units" / "line3-cam2.img")
+    with (tmp_path / "units" / "ledger.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [r["device_id"] for r in rows] == ["line3-cam1", "line3-cam2"]
+    text = (tmp_path / "units" / "ledger.csv").read_text()
+    assert "pw-one" not in text  # secrets never reach the ledger
+    assert all(len(r["api_token_sha256"]) == 64 for r in rows)
+
+
+def test_recipes_fail_fast_naming_the_field(tmp_path: Path) -> None:
+    recipe, board = load_recipe(REPO / "images" / "recipes" / "rpi4b.yaml", base_dir=REPO)
+    assert board.name == "rpi4b"
+    assert len(recipe_hash(recipe)) == 64
+    cases = {
+        "name: x\nboard: rpi5\n": "unknown board 'rpi5'",
+        "name: x\nboard: rpi4b\nmodels:\n  - path: models/nope/1\n": r"models\[0\]\.path",
+        "name: x\nboard: [\n": "not valid YAML",
+        "name: x\nboard: rpi4b\nhostnme: a\n": "hostnme",
+    }
+    for text, message in cases.items():
+        path = tmp_path / "r.yaml"
+        path.write_text(text)
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(path, base_dir=REPO)
