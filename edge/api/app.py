@@ -74,6 +74,12 @@ def _error(
 BEARER = HTTPBearer(auto_error=False)
 ModelName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    413: {"model": ErrorBody},
+    415: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
 
 
 def create_app(appliance: Appliance) -> FastAPI:
@@ -163,12 +169,7 @@ def _add_inference_routes(app: FastAPI, appliance: Appliance, authorised: list[A
         "/v1/infer",
         tags=["inference"],
         dependencies=authorised,
-        responses={
-            **ERRORS,
-            413: {"model": ErrorBody},
-            415: {"model": ErrorBody},
-            503: {"model": ErrorBody},
-        },
+        responses=UPLOAD_ERRORS,
     )
     async def infer(
         request: Request,
@@ -177,14 +178,9 @@ def _add_inference_routes(app: FastAPI, appliance: Appliance, authorised: list[A
         ] = False,
     ) -> InferResult:
         """Classify one image (the request body, ``Content-Type: image/png`` etc.)."""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in IMAGE_TYPES:
-            raise HTTPException(
-                415,
-                f"unsupported content type {content_type or 'none'!r}; "
-                "send the image bytes as image/png, image/jpeg or image/bmp",
-            )
-        data = await _read_limited(request, limit)
+        data = await _read_upload(
+            request, IMAGE_TYPES, limit, "the image bytes as image/png, image/jpeg or image/bmp"
+        )
         prediction, events = await asyncio.to_thread(appliance.infer, data, trigger)
         return InferResult(**prediction.to_json(), events=events)
 
@@ -221,24 +217,12 @@ def _add_voice_routes(app: FastAPI, appliance: Appliance, authorised: list[Any])
         "/v1/asr",
         tags=["voice"],
         dependencies=authorised,
-        responses={
-            **ERRORS,
-            413: {"model": ErrorBody},
-            415: {"model": ErrorBody},
-            503: {"model": ErrorBody},
-        },
+        responses=UPLOAD_ERRORS,
     )
     async def asr(request: Request) -> dict[str, Any]:
         """Recognise a WAV upload (``Content-Type: audio/wav``): text, intent, timings; a
         recognised command acts and is published like a spoken one."""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type not in AUDIO_TYPES:
-            raise HTTPException(
-                415,
-                f"unsupported content type {content_type or 'none'!r}; "
-                "send a WAV file as audio/wav",
-            )
-        data = await _read_limited(request, limit)
+        data = await _read_upload(request, AUDIO_TYPES, limit, "a WAV file as audio/wav")
         return {"utterances": await asyncio.to_thread(appliance.transcribe, data)}
 
 
@@ -259,6 +243,18 @@ def _add_state_routes(app: FastAPI, appliance: Appliance, authorised: list[Any])
         if "text/event-stream" not in request.headers.get("accept", ""):
             return JSONResponse({"events": appliance.events.recent(limit)})
         return StreamingResponse(_sse(appliance, request), media_type="text/event-stream")
+
+
+async def _read_upload(
+    request: Request, allowed: frozenset[str], limit: int, expected: str
+) -> bytes:
+    """The request body, refused with 415 for another content type, 413 when too large."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in allowed:
+        raise HTTPException(
+            415, f"unsupported content type {content_type or 'none'!r}; send {expected}"
+        )
+    return await _read_limited(request, limit)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
