@@ -206,10 +206,11 @@ def _register_subcommands() -> None:
     for command in (outbox, event, model, infer, triggers, listen, voice):
         cli.add_command(command)
     try:  # the host-side builder ships in the same distribution; the runtime never imports it
-        from images.cli import image  # noqa: PLC0415
+        from images.cli import flash_command, image  # noqa: PLC0415
     except ImportError:
         return
     cli.add_command(image)
+    cli.add_command(flash_command)
 
 
 _register_subcommands()

@@ -89,3 +89,33 @@ def image_configure(
         )
     configure_image(image_file, site_file)
     click.echo(f"wrote {site_file} into {image_file} (boot partition, moltbot/site.yaml)")
+
+
+@click.command("flash")
+@click.argument("image_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("device", type=click.Path(path_type=Path))
+@click.option(
+    "--bmap",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Block map (default: IMAGE.bmap beside the image, when present).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def flash_command(image_file: Path, device: Path, bmap: Path | None, yes: bool) -> None:
+    """Write IMAGE to DEVICE (an SD card), only the mapped blocks, then verify by reading back."""
+    from images.flash import check_target, write_image  # noqa: PLC0415
+
+    check_target(device, image_file.stat().st_size)  # refuse early, before asking
+    block_map = bmap or image_file.with_name(f"{image_file.name}.bmap")
+    if not yes:
+        click.confirm(f"Erase everything on {device} and write {image_file.name}?", abort=True)
+    shown = [-1]
+
+    def progress(done: int, total: int) -> None:
+        percent = done * 100 // max(total, 1)
+        if percent != shown[0]:
+            click.echo(f"\rwriting {percent:3d}%", nl=False, err=True)
+            shown[0] = percent
+
+    written = write_image(image_file, device, bmap=block_map, progress=progress)
+    click.echo("", err=True)
+    click.echo(f"wrote and verified {written} bytes ({written / 2**20:.1f} MiB) on {device}")
