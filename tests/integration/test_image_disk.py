@@ -136,3 +136,48 @@ def test_recipes_fail_fast_naming_the_field(tmp_path: Path) -> None:
         path.write_text(text)
         with pytest.raises(RecipeError, match=message):
             load_recipe(path, base_dir=REPO)
+
+
+def test_outputs_carry_every_component_and_a_valid_cyclonedx_sbom(tmp_path: Path) -> None:
+    import json
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from images.outputs import build_manifest, debian_packages, models, wheels, write_outputs
+    from tests.support.models import installed_registry
+
+    disk, _ = small_disk(tmp_path)
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "var/lib/dpkg").mkdir(parents=True)
+    (rootfs / "var/lib/dpkg/status").write_text(
+        "Package: python3\nStatus: install ok installed\nVersion: 3.11.2-1+b1\n\n"
+        "Package: removed-thing\nStatus: deinstall ok config-files\nVersion: 1\n\n"
+        "Package: systemd\nStatus: install ok installed\nVersion: 252.39-1~deb12u2\n"
+    )
+    site = rootfs / "opt/moltbot/venv/lib/python3.11/site-packages"
+    (site / "numpy-2.4.6.dist-info").mkdir(parents=True)
+    (site / "numpy-2.4.6.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: numpy\nVersion: 2.4.6\n\nbody\n"
+    )
+    installed_registry(tmp_path / "data/models")
+    components = [*debian_packages(rootfs), *wheels(site), *models(tmp_path / "data/models")]
+    manifest = build_manifest("ab" * 32, components, disk, epoch=1_700_000_000)
+    assert [p["name"] for p in manifest["debian_packages"]] == ["python3", "systemd"]
+    assert manifest["wheels"] == [
+        {"kind": "wheel", "name": "numpy", "version": "2.4.6", "sha256": None}
+    ]
+    assert {m["name"] for m in manifest["models"]} == {"defect-fp32", "defect-int8"}
+    produced = write_outputs(disk, manifest, "test-seed")
+    assert {p.name for p in produced} == {
+        "disk.img",
+        "disk.img.xz",
+        "disk.img.bmap",
+        "manifest.json",
+        "sbom.cdx.json",
+        "SHA256SUMS",
+    }
+    subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, check=True, capture_output=True)
+    sbom = (tmp_path / "sbom.cdx.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(sbom) is None
+    assert len(json.loads(sbom)["components"]) == 5
