@@ -12,7 +12,7 @@ BOARD ?= rpi4b
 # test certificates.
 TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl \
 	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins \
-	fdisk dosfstools mtools e2fsprogs bmap-tools
+	fdisk dosfstools mtools e2fsprogs bmap-tools faketime
 PYTEST_ARGS ?=
 
 .PHONY: help venv host-deps test lint typecheck run image bench model docs clean

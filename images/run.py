@@ -7,12 +7,14 @@ that is not installed, the Debian package that provides it.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.errors import MoltbotError
@@ -33,7 +35,12 @@ PACKAGE_OF = {
     "xz": "xz-utils",
     "mmdebstrap": "mmdebstrap",
     "qemu-system-aarch64": "qemu-system-arm",
+    "faketime": "faketime",
 }
+# Tools that stamp the current time into what they write. With SOURCE_DATE_EPOCH set they run
+# under libfaketime at that instant, so two builds of the same inputs give the same bytes
+# (mke2fs 1.47.0 and mtools 4.0.32 in Debian 12 ignore SOURCE_DATE_EPOCH themselves).
+TIME_STAMPING = frozenset({"mkfs.vfat", "mcopy", "mmd", "mke2fs"})
 
 
 class ToolError(MoltbotError):
@@ -60,9 +67,16 @@ def run(
     cwd: Path | None = None,
 ) -> str:
     argv = [str(part) for part in command]
-    argv[0] = require(argv[0])
+    tool = argv[0]
+    argv[0] = require(tool)
+    env = None
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if tool in TIME_STAMPING and epoch.isdigit():
+        frozen = datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        argv = [require("faketime"), frozen, *argv]
+        env = os.environ | {"TZ": "UTC"}
     result = subprocess.run(  # noqa: S603 - argv list, no shell; the tools are ours to run
-        argv, input=input_text, capture_output=True, text=True, cwd=cwd, check=False
+        argv, input=input_text, capture_output=True, text=True, cwd=cwd, check=False, env=env
     )
     if result.returncode != 0:
         raise ToolError(
