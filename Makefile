@@ -46,7 +46,7 @@ typecheck: venv  ## mypy on edge and images
 run: venv host-deps  ## the appliance on this host, with a local Mosquitto and the defect model
 	bash scripts/run-local.sh
 
-image: venv  ## a flashable image for BOARD (default rpi4b)
+image: venv  ## a flashable image for BOARD (default rpi4b): the build stage is not done yet, it says so
 	@echo "error: 'make image' needs the image builder, which is not built yet (issue: make image); BOARD=$(BOARD)" >&2
 	@exit 1
 
