@@ -6,6 +6,7 @@ tree's ``model`` string under a root that tests can point elsewhere.
 
 from __future__ import annotations
 
+import logging
 import platform
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edge.config.model import InferenceBackend
 from edge.errors import BoardProfileError, validation_problems
+
+logger = logging.getLogger(__name__)
 
 DEVICE_TREE_MODEL_FILES = ("proc/device-tree/model", "sys/firmware/devicetree/base/model")
 SimdFeature = Literal["neon", "dotprod", "sse4_2", "avx2", "avx512", "vnni"]
@@ -183,3 +186,23 @@ def resolve_board(
             )
         return BoardDetection(profiles[configured], None, "set by device.board")
     return detect_board(profiles, root=root, machine=machine)
+
+
+def configured_profile(configured: str) -> BoardProfile | None:
+    """The profile ``device.board`` names (or detection finds), or None if none fits.
+
+    None means: trust no RTC and serve with ort-cpu only; the reason is logged once here.
+    """
+    try:
+        detection = resolve_board(configured, load_board_profiles())
+    except BoardProfileError as exc:
+        logger.warning("%s; assuming a board without RTC and only ort-cpu", exc.what)
+        return None
+    if detection.profile is None:
+        logger.warning("%s; assuming a board without RTC and only ort-cpu", detection.reason)
+    return detection.profile
+
+
+def backend_order(profile: BoardProfile | None) -> list[InferenceBackend]:
+    """The inference backends ``auto`` walks on this board."""
+    return list(profile.inference_backends) if profile else ["ort-cpu"]

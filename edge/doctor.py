@@ -17,7 +17,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from edge.board import BoardDetection, BoardProfile, load_board_profiles, resolve_board
+from edge.board import (
+    BoardDetection,
+    BoardProfile,
+    backend_order,
+    load_board_profiles,
+    resolve_board,
+)
 from edge.config.model import InferenceBackend, MoltbotConfig
 from edge.cpu import cpu_features
 from edge.errors import BoardProfileError
@@ -216,9 +222,7 @@ def check_inference_backend(context: DoctorContext) -> CheckResult:
 
     profile = _profile(context)
     order: list[InferenceBackend] = (
-        [inference.backend]
-        if inference.backend != "auto"
-        else (list(profile.inference_backends) if profile else ["ort-cpu"])
+        [inference.backend] if inference.backend != "auto" else backend_order(profile)
     )
     skipped = []
     for name in order:

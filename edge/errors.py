@@ -90,3 +90,10 @@ class VoiceError(MoltbotError):
 
 class AudioInputError(InputError):
     """An audio file or stream is in a format we cannot use."""
+
+
+def yaml_problem(exc: Exception, path: object) -> tuple[str, str]:
+    """A PyYAML error as (problem, ``file:line:column``) for a message that points at it."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    return str(getattr(exc, "problem", None) or exc), where

@@ -17,19 +17,6 @@ if TYPE_CHECKING:
     from edge.inference.service import InferenceService
 
 
-def board_backend_order(config: MoltbotConfig) -> list[str]:
-    from edge.board import load_board_profiles, resolve_board  # noqa: PLC0415
-    from edge.errors import BoardProfileError  # noqa: PLC0415
-
-    try:
-        detection = resolve_board(config.device.board, load_board_profiles())
-    except BoardProfileError:
-        detection = None
-    if detection is None or detection.profile is None:
-        return ["ort-cpu"]
-    return list(detection.profile.inference_backends)
-
-
 def registry_for(config: MoltbotConfig) -> ModelRegistry:
     from edge.inference.registry import ModelRegistry  # noqa: PLC0415
 
@@ -37,12 +24,13 @@ def registry_for(config: MoltbotConfig) -> ModelRegistry:
 
 
 def service_for(config: MoltbotConfig) -> InferenceService:
+    from edge.board import backend_order, configured_profile  # noqa: PLC0415
     from edge.inference.service import InferenceService  # noqa: PLC0415
 
     return InferenceService(
         config.inference,
         registry_for(config),
-        board_backend_order(config),  # type: ignore[arg-type]
+        backend_order(configured_profile(config.device.board)),
         config.paths().engine_cache_dir,
     )
 
@@ -85,6 +73,7 @@ def model_install(state: CliState, folder: Path, then_activate: bool) -> None:
 @click.pass_obj
 def model_verify(state: CliState, folder: Path) -> None:
     """Check a model folder: files, sha256, ONNX validity, inputs, reference outputs here."""
+    from edge.board import backend_order, configured_profile  # noqa: PLC0415
     from edge.inference.registry import ModelRegistry  # noqa: PLC0415
     from edge.inference.service import InferenceService  # noqa: PLC0415
     from edge.inference.verification import verify_folder  # noqa: PLC0415
@@ -101,7 +90,7 @@ def model_verify(state: CliState, folder: Path) -> None:
     service = InferenceService(
         config.inference,
         staging,
-        board_backend_order(config),  # type: ignore[arg-type]
+        backend_order(configured_profile(config.device.board)),
         config.paths().engine_cache_dir,
     )
     served = service.activate(manifest.ref, persist=False)

@@ -18,16 +18,11 @@ NOMINAL_DRAIN_RATE = 500.0  # msg/s: the uplink benchmark's goal on loopback
 
 
 def open_outbox(config: MoltbotConfig) -> Outbox:
-    from edge.board import load_board_profiles, resolve_board  # noqa: PLC0415
-    from edge.errors import BoardProfileError  # noqa: PLC0415
+    from edge.board import configured_profile  # noqa: PLC0415
     from edge.outbox.store import Outbox  # noqa: PLC0415
 
-    try:
-        detection = resolve_board(config.device.board, load_board_profiles())
-        has_rtc = bool(detection.profile and detection.profile.has_rtc)
-    except BoardProfileError:
-        has_rtc = False  # unknown board: do not trust the wall clock before NTP sync
-    return Outbox.from_config(config, has_rtc=has_rtc)
+    profile = configured_profile(config.device.board)  # unknown board: no RTC to trust
+    return Outbox.from_config(config, has_rtc=bool(profile and profile.has_rtc))
 
 
 def make_uplink(config: MoltbotConfig, outbox: Outbox) -> Uplink:

@@ -27,9 +27,9 @@ import uvicorn
 from edge.api.app import create_app
 from edge.api.events import EventFeed
 from edge.api.metrics import Metrics, StateSnapshot
-from edge.board import BoardProfile, load_board_profiles, resolve_board
-from edge.config.model import InferenceBackend, MoltbotConfig
-from edge.errors import BoardProfileError, MoltbotError, VoiceError
+from edge.board import backend_order, configured_profile
+from edge.config.model import MoltbotConfig
+from edge.errors import MoltbotError, VoiceError
 from edge.identity import api_token, device_id
 from edge.inference.registry import ModelRegistry
 from edge.inference.service import InferenceService, Prediction
@@ -61,7 +61,7 @@ class Appliance:
 
     def __init__(self, config: MoltbotConfig) -> None:
         self.config = config
-        profile = self._board_profile()
+        profile = configured_profile(config.device.board)
         self.device = device_id(config)
         self.token = api_token(config)
         self.outbox = Outbox.from_config(config, has_rtc=bool(profile and profile.has_rtc))
@@ -76,10 +76,12 @@ class Appliance:
             else None
         )
         paths = config.paths()
-        order: list[InferenceBackend] = list(profile.inference_backends) if profile else ["ort-cpu"]
         self.inference = (
             InferenceService(
-                config.inference, ModelRegistry(paths.model_dir), order, paths.engine_cache_dir
+                config.inference,
+                ModelRegistry(paths.model_dir),
+                backend_order(profile),
+                paths.engine_cache_dir,
             )
             if config.inference.enabled
             else None
@@ -97,13 +99,6 @@ class Appliance:
         self.accepting = True
         self._stop = threading.Event()
         self._infer_lock = threading.Lock()  # one decision stream: debounce needs frame order
-
-    def _board_profile(self) -> BoardProfile | None:
-        try:
-            return resolve_board(self.config.device.board, load_board_profiles()).profile
-        except BoardProfileError as exc:
-            logger.warning("%s; assuming a board without RTC and only ort-cpu", exc.what)
-            return None
 
     # -- work -----------------------------------------------------------------------------
 

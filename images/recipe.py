@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.board import BoardProfile, load_board_profiles
-from edge.errors import InputError, validation_problems
+from edge.errors import InputError, validation_problems, yaml_problem
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -83,10 +83,9 @@ def load_recipe(path: Path, *, base_dir: Path | None = None) -> tuple[Recipe, Bo
             "recipe file not found", where=str(path), hint=f"recipes live in {RECIPES_DIR}"
         ) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem, where = yaml_problem(exc, path)
         raise RecipeError(
-            f"recipe is not valid YAML: {getattr(exc, 'problem', exc)}",
+            f"recipe is not valid YAML: {problem}",
             where=where,
             hint="fix the YAML syntax",
         ) from exc

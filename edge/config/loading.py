@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from edge.config.model import MoltbotConfig
 from edge.config.secrets import is_secret_path
-from edge.errors import ConfigError
+from edge.errors import ConfigError, yaml_problem
 
 DEFAULT_SYSTEM_FILE = Path("/etc/moltbot/config.yaml")
 DEFAULT_SITE_FILE = Path("/boot/firmware/moltbot/site.yaml")
@@ -125,9 +125,7 @@ def read_config_file(path: Path) -> Tree:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem, where = yaml_problem(exc, path)
         raise ConfigError(
             f"config file is not valid YAML: {problem}",
             where=where,

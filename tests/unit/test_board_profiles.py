@@ -97,3 +97,15 @@ def test_profile_name_must_match_its_file(tmp_path: Path) -> None:
     (tmp_path / "pi.yaml").write_text(source.read_text())
     with pytest.raises(BoardProfileError, match="rename the file"):
         load_board_profiles(tmp_path)
+
+
+def test_unknown_configured_board_falls_back_to_no_rtc_and_ort_cpu(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from edge.board import backend_order, configured_profile
+
+    assert configured_profile("rpi5") is None
+    assert "unknown board 'rpi5'" in caplog.text
+    assert backend_order(None) == ["ort-cpu"]
+    orin = configured_profile("jetson-agx-orin")
+    assert backend_order(orin) == ["tensorrt", "ort-gpu", "ort-cpu"]
