@@ -9,10 +9,18 @@ BIN := $(VENV)/bin
 BOARD ?= rpi4b
 # Debian packages the test suite uses: a real MQTT broker and its clients, promtool (in
 # prometheus) to lint /metrics, systemd-analyze (in systemd) to verify the unit, openssl for
-# test certificates.
+# test certificates, espeak-ng + sox for test speech, the image tools (the suite builds the Pi
+# image and both Jetson bundles) and qemu-system-arm for the boot test.
 TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl \
 	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins \
-	fdisk dosfstools mtools e2fsprogs bmap-tools faketime
+	fdisk dosfstools mtools e2fsprogs bmap-tools faketime \
+	mmdebstrap qemu-user-static binfmt-support arch-test xz-utils zstd tar qemu-system-arm
+# Debian packages `make image` uses: mmdebstrap + qemu-user-static (binfmt_misc) for the arm64
+# root file system, the disk tools, bmaptool, xz, libfaketime for reproducible time stamps.
+IMAGE_HOST_PACKAGES := mmdebstrap qemu-user-static binfmt-support arch-test \
+	fdisk dosfstools mtools e2fsprogs bmap-tools faketime xz-utils zstd systemd tar
+RECIPE ?= images/recipes/$(BOARD).yaml
+IMAGE_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: help venv host-deps test lint typecheck run image bench model docs clean
@@ -46,9 +54,9 @@ typecheck: venv  ## mypy on edge and images
 run: venv host-deps  ## the appliance on this host, with a local Mosquitto and the defect model
 	bash scripts/run-local.sh
 
-image: venv  ## a flashable image for BOARD (default rpi4b): the build stage is not done yet, it says so
-	@echo "error: 'make image' needs the image builder, which is not built yet (issue: make image); BOARD=$(BOARD)" >&2
-	@exit 1
+image: venv  ## a flashable image for BOARD (default rpi4b) or RECIPE=file, in images/out/ (root)
+	bash scripts/install-host-deps.sh $(IMAGE_HOST_PACKAGES)
+	$(BIN)/moltbot image build $(RECIPE) --out images/out $(IMAGE_ARGS)
 
 bench: venv host-deps  ## run every benchmark, results under bench/results/
 	$(BIN)/python -m pip install -q -e '.[dev,bench,train]'

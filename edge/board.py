@@ -57,6 +57,16 @@ class PartitionSizes(_Strict):
     data_mib: int = Field(ge=64, description="initial size; grown to the medium at first boot")
 
 
+class L4tSpec(_Strict):
+    """What NVIDIA's flash tools need for a Jetson: release, board config, recovery USB ids."""
+
+    release: int = Field(ge=32, description="Jetson Linux major release, e.g. 36 for R36.x")
+    jetpack: str = Field(description="the JetPack that ships this release, e.g. 6")
+    board_config: str = Field(description="flash.sh board config name")
+    recovery_usb_ids: list[str] = Field(min_length=1, description="vendor:product in recovery")
+    root_device: str = Field("internal", description="flash target (internal = eMMC)")
+
+
 class BoardProfile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     description: str
@@ -71,6 +81,8 @@ class BoardProfile(_Strict):
     inference_backends: list[InferenceBackend] = Field(min_length=1)
     audio_input: str
     partitions: PartitionSizes
+    balena_device_type: str | None = Field(None, description="balena device type slug")
+    l4t: L4tSpec | None = None
 
 
 @dataclass(frozen=True)

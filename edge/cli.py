@@ -201,16 +201,18 @@ def board_detect(root: Path) -> int:
 def _register_subcommands() -> None:
     from edge.model_cli import infer, model, triggers  # noqa: PLC0415
     from edge.outbox_cli import event, outbox  # noqa: PLC0415 - keeps `import edge.cli` light
+    from edge.system_cli import system  # noqa: PLC0415
     from edge.voice_cli import listen, voice  # noqa: PLC0415
 
-    for command in (outbox, event, model, infer, triggers, listen, voice):
+    for command in (outbox, event, model, infer, triggers, listen, voice, system):
         cli.add_command(command)
     try:  # the host-side builder ships in the same distribution; the runtime never imports it
-        from images.cli import flash_command, image  # noqa: PLC0415
+        from images.cli import balena_group, flash_command, image  # noqa: PLC0415
     except ImportError:
         return
     cli.add_command(image)
     cli.add_command(flash_command)
+    cli.add_command(balena_group)
 
 
 _register_subcommands()

@@ -45,6 +45,47 @@ def image_validate(recipe: Path) -> None:
         )
 
 
+@image.command("build")
+@click.argument(
+    "recipe",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path(__file__).parent / "recipes" / "rpi4b.yaml",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("images/out"),
+    show_default=True,
+    help="Folder for the image and its outputs.",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Rootfs + wheel cache. Default: $MOLTBOT_IMAGE_CACHE or ~/.cache/moltbot-image.",
+)
+@click.option("--no-xz", is_flag=True, help="Skip the .img.xz (it takes minutes).")
+def image_build(recipe: Path, out_dir: Path, cache_dir: Path | None, no_xz: bool) -> None:
+    """Build a flashable image from RECIPE (default: the rpi4b recipe). Needs root."""
+    from images.build import build_image  # noqa: PLC0415
+    from images.rootfs import default_cache_dir  # noqa: PLC0415
+
+    report = build_image(recipe, out_dir, cache_dir or default_cache_dir(), compress=not no_xz)
+    for name, seconds in report.stages_s.items():
+        click.echo(f"  {seconds:7.1f} s  {name}")
+    click.echo(
+        f"built {report.image} ({report.sizes_bytes['image'] / 2**20:.0f} MiB"
+        + (
+            f", {report.sizes_bytes['image_xz'] / 2**20:.0f} MiB as .xz"
+            if "image_xz" in report.sizes_bytes
+            else ""
+        )
+        + f"){' with the cached rootfs' if report.rootfs_cached else ''}; "
+        f"flash it with: moltbot flash {report.image} /dev/sdX"
+    )
+
+
 @image.command("configure")
 @click.argument("image_file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
@@ -119,3 +160,69 @@ def flash_command(image_file: Path, device: Path, bmap: Path | None, yes: bool) 
     written = write_image(image_file, device, bmap=block_map, progress=progress)
     click.echo("", err=True)
     click.echo(f"wrote and verified {written} bytes ({written / 2**20:.1f} MiB) on {device}")
+
+
+@click.group("balena")
+def balena_group() -> None:
+    """balena fleet projects generated from the image recipes (host side)."""
+
+
+@balena_group.command("generate")
+@click.option(
+    "--recipe",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path(__file__).parent / "recipes" / "rpi4b.yaml",
+    show_default=True,
+    help="The image recipe whose models and version the fleet ships.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for the project (replaced when it exists).",
+)
+@click.option(
+    "--device-type",
+    "device_types",
+    multiple=True,
+    help="Limit to these balena device types (default: every supported one).",
+)
+def balena_generate(recipe: Path, out_dir: Path, device_types: tuple[str, ...]) -> None:
+    """Write docker-compose.yml, Dockerfile.template and balena.yml for `balena push`."""
+    from images.fleet import generate  # noqa: PLC0415
+
+    project = generate(recipe, out_dir, device_types or None)
+    click.echo(
+        f"fleet project in {project}; release it with: balena push <fleet> --source {project}"
+    )
+
+
+@image.command("jetson-bundle")
+@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("images/out"),
+    show_default=True,
+    help="Folder; the bundle goes into OUT/<recipe name>/.",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Rootfs + wheel cache. Default: $MOLTBOT_IMAGE_CACHE or ~/.cache/moltbot-image.",
+)
+def image_jetson_bundle(recipe: Path, out_dir: Path, cache_dir: Path | None) -> None:
+    """Build a Jetson rootfs + flash bundle (flash.sh runs NVIDIA's tools from your BSP)."""
+    from images.jetson import build_jetson_bundle  # noqa: PLC0415
+    from images.rootfs import default_cache_dir  # noqa: PLC0415
+
+    report = build_jetson_bundle(recipe, out_dir, cache_dir or default_cache_dir())
+    for name, seconds in report.stages_s.items():
+        click.echo(f"  {seconds:7.1f} s  {name}")
+    click.echo(
+        f"bundle in {report.image.parent}; next: {report.image.parent}/flash.sh "
+        "/path/to/Linux_for_Tegra --check-only"
+    )

@@ -139,22 +139,31 @@ def cyclonedx_sbom(manifest: dict[str, Any], seed: str) -> dict[str, Any]:
     }
 
 
-def write_outputs(image: Path, manifest: dict[str, Any], seed: str) -> list[Path]:
-    """``.bmap``, ``.img.xz``, ``manifest.json``, ``sbom.cdx.json`` and ``SHA256SUMS``."""
+def write_outputs(
+    image: Path, manifest: dict[str, Any], seed: str, *, compress: bool = True
+) -> list[Path]:
+    """``.bmap``, ``.img.xz`` (unless ``compress`` is off), ``manifest.json``, ``sbom.cdx.json``
+    and ``SHA256SUMS``."""
     out = image.parent
     bmap = image.with_name(f"{image.name}.bmap")
     run(["bmaptool", "create", "-o", bmap, image], step="create the block map")
     compressed = image.with_name(f"{image.name}.xz")
-    with compressed.open("wb") as stream:
-        subprocess.run(  # noqa: S603 - fixed argv
-            [require("xz"), "-T0", "-6", "-c", str(image)],
-            stdout=stream,
-            check=True,
-            env=os.environ | {"LC_ALL": "C"},
-        )
+    compressed.unlink(missing_ok=True)
+    if compress:
+        partial = compressed.with_suffix(".xz.partial")
+        with partial.open("wb") as stream:
+            subprocess.run(  # noqa: S603 - fixed argv
+                [require("xz"), "-T0", "-3", "-c", str(image)],
+                stdout=stream,
+                check=True,
+                env=os.environ | {"LC_ALL": "C"},
+            )
+        partial.replace(compressed)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (out / "sbom.cdx.json").write_text(json.dumps(cyclonedx_sbom(manifest, seed), indent=2))
-    produced = [image, compressed, bmap, out / "manifest.json", out / "sbom.cdx.json"]
+    produced = [image, bmap, out / "manifest.json", out / "sbom.cdx.json"]
+    if compress:
+        produced.insert(1, compressed)
     (out / "SHA256SUMS").write_text(
         "".join(f"{sha256_file(path)}  {path.name}\n" for path in produced)
     )

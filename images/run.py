@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -65,7 +66,12 @@ def run(
     step: str,
     input_text: str | None = None,
     cwd: Path | None = None,
+    stream: bool = False,
 ) -> str:
+    """Run a tool; on failure raise ToolError with the step, the command and its last output.
+
+    ``stream``: a long step (mmdebstrap) logs its output line by line as it goes.
+    """
     argv = [str(part) for part in command]
     tool = argv[0]
     argv[0] = require(tool)
@@ -75,6 +81,8 @@ def run(
         frozen = datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S")
         argv = [require("faketime"), frozen, *argv]
         env = os.environ | {"TZ": "UTC"}
+    if stream:
+        return _run_streaming(argv, step=step, cwd=cwd, env=env)
     result = subprocess.run(  # noqa: S603 - argv list, no shell; the tools are ours to run
         argv, input=input_text, capture_output=True, text=True, cwd=cwd, check=False, env=env
     )
@@ -85,6 +93,34 @@ def run(
             hint="run the command above by hand to see the whole output",
         )
     return result.stdout
+
+
+def _run_streaming(
+    argv: list[str], *, step: str, cwd: Path | None, env: dict[str, str] | None
+) -> str:
+    tail: deque[str] = deque(maxlen=60)
+    with subprocess.Popen(  # noqa: S603 - argv list, no shell
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        cwd=cwd,
+        env=env,
+    ) as process:
+        assert process.stdout is not None  # noqa: S101 - PIPE above
+        for line in process.stdout:
+            tail.append(line.rstrip())
+            logger.debug("%s", line.rstrip())
+        returncode = process.wait()
+    if returncode != 0:
+        raise ToolError(
+            f"{step} failed (exit {returncode}): " + "\n".join(tail),
+            where=shlex.join(argv),
+            hint="the lines above are the end of its output; rerun with --debug for all of it",
+        )
+    return "\n".join(tail)
 
 
 @contextmanager

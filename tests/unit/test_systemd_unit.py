@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).parents[2] / "edge" / "units" / "moltbot.service"
+UNITS = Path(__file__).parents[2] / "edge" / "units"
+UNIT = UNITS / "moltbot.service"
 
 
 def unit_options() -> dict[str, str]:
@@ -31,16 +32,37 @@ def test_unit_runs_unprivileged_hardened_with_notify_and_watchdog() -> None:
     assert service["Restart"] == "on-failure"
 
 
-def test_systemd_analyze_verify_passes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name", ["moltbot.service", "moltbot-setup.service", "moltbot-selftest.service"]
+)
+def test_systemd_analyze_verify_passes(tmp_path: Path, name: str) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.fail("systemd-analyze is missing: `make test` installs Debian's systemd package")
     # The unit names the image's venv; point it at this one so verify can check the binary.
     moltbot = Path(sys.executable).with_name("moltbot")
-    local = tmp_path / "moltbot.service"
-    local.write_text(UNIT.read_text().replace("/opt/moltbot/venv/bin/moltbot", str(moltbot)))
+    local = tmp_path / name
+    local.write_text(
+        (UNITS / name).read_text().replace("/opt/moltbot/venv/bin/moltbot", str(moltbot))
+    )
     result = subprocess.run(
         [analyze, "verify", str(local)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
+
+
+def test_selftest_runs_only_when_the_kernel_command_line_asks_for_it() -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNITS / "moltbot-selftest.service")
+    assert parser["Unit"]["ConditionKernelCommandLine"] == "moltbot.selftest=1"
+    assert parser["Service"]["User"] == "moltbot"
+
+
+def test_setup_runs_before_the_appliance_ssh_and_networking() -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNITS / "moltbot-setup.service")
+    before = parser["Unit"]["Before"].split()
+    assert {"moltbot.service", "ssh.service", "systemd-networkd.service"} <= set(before)

@@ -1,0 +1,151 @@
+"""``moltbot system selftest``: a release gate run on the device itself.
+
+Waits for the running appliance to answer ``/healthz`` and ``/readyz``, then loads the active
+model from the registry on the data partition on this board's backend and runs its shipped
+reference inputs: outputs beyond the manifest's tolerance fail. Each check prints one line
+(``MOLTBOT-SELFTEST: …``); the unit copies them to the console, where a boot test reads them.
+Enabled in images, started only when the kernel command line has ``moltbot.selftest=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edge.config.model import MoltbotConfig
+from edge.errors import MoltbotError
+
+PREFIX = "MOLTBOT-SELFTEST:"
+
+
+@dataclass
+class SelftestReport:
+    results: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(ok for _, ok, _ in self.results)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{PREFIX} {'ok' if ok else 'FAIL'} {name}: {detail}"
+            for name, ok, detail in self.results
+        ]
+        out.append(f"{PREFIX} {'PASS' if self.passed else 'FAIL'}")
+        return out
+
+
+def wait_http(url: str, timeout_s: float, *, want: int = 200) -> tuple[bool, str]:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback http
+                if response.status == want:
+                    return True, response.read(300).decode(errors="replace")
+                last = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read(300).decode(errors='replace')}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(1.0)
+    return False, last
+
+
+def boot_state(timeout_s: float) -> tuple[bool, str]:
+    """Wait for the boot to finish; a unit that failed fails the gate (by name)."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return False, "systemctl not found: not a systemd system"
+    deadline = time.monotonic() + timeout_s
+    state = "unknown"
+    while time.monotonic() < deadline:
+        state = subprocess.run(  # noqa: S603 - fixed argv
+            [systemctl, "is-system-running"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if state in ("running", "degraded"):
+            break
+        time.sleep(2.0)
+    if state == "running":
+        return True, "running, no failed units"
+    failed = subprocess.run(  # noqa: S603 - fixed argv
+        [systemctl, "--failed", "--plain", "--no-legend", "--no-pager"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    units = [word for word in failed if "." in word and not word.startswith("●")]
+    return False, f"{state}; failed units: {', '.join(units) or 'none listed'}"
+
+
+def reference_inference(config: MoltbotConfig) -> str:
+    """The active model, loaded here on this board's backend order, reference-checked."""
+    from edge.board import backend_order, configured_profile  # noqa: PLC0415
+    from edge.inference.registry import ModelRegistry  # noqa: PLC0415
+    from edge.inference.service import InferenceService  # noqa: PLC0415
+
+    paths = config.paths()
+    registry = ModelRegistry(paths.model_dir)
+    service = InferenceService(
+        config.inference,
+        registry,
+        backend_order(configured_profile(config.device.board)),
+        paths.engine_cache_dir,
+    )
+    served = service.activate(config.inference.active_model, persist=False)
+    if served.reference_deviation is None:
+        raise MoltbotError(
+            f"{served.loaded.manifest.ref} ships no reference outputs",
+            where=str(paths.model_dir),
+            hint="record reference outputs when exporting the model (models/*/train.py)",
+        )
+    return (
+        f"{served.loaded.manifest.ref} on {served.loaded.backend} ({served.loaded.precision}), "
+        f"max deviation {served.reference_deviation:.2e}"
+    )
+
+
+def run_selftest(
+    config: MoltbotConfig,
+    *,
+    timeout_s: float,
+    emit: Callable[[str], None],
+    check_boot: bool = True,
+) -> SelftestReport:
+    report = SelftestReport()
+
+    def record(name: str, ok: bool, detail: str) -> None:
+        report.results.append((name, ok, detail))
+        emit(report.lines()[-2])
+
+    base = f"http://127.0.0.1:{config.api.port}"
+    started = time.monotonic()
+    if config.api.enabled:
+        ok, detail = wait_http(f"{base}/healthz", timeout_s)
+        record("healthz", ok, f"{time.monotonic() - started:.1f} s: {detail[:120]}")
+        ok, detail = wait_http(f"{base}/readyz", max(5.0, timeout_s - (time.monotonic() - started)))
+        record("readyz", ok, _summary(detail))
+    if config.inference.enabled:
+        try:
+            record("reference inference", True, reference_inference(config))
+        except MoltbotError as exc:
+            record("reference inference", False, str(exc))
+    if check_boot:
+        ok, detail = boot_state(max(10.0, timeout_s - (time.monotonic() - started)))
+        record("system", ok, detail)
+    emit(report.lines()[-1])
+    return report
+
+
+def _summary(body: str) -> str:
+    try:
+        parsed = json.loads(body)
+    except json.JSONDecodeError:
+        return body[:160]
+    return json.dumps(parsed, sort_keys=True)[:160]

@@ -1,0 +1,151 @@
+"""The application stage: this repo's package and its aarch64 wheels in a venv on the rootfs.
+
+No emulation here: wheels are resolved on the host for the target (cp311, manylinux aarch64),
+installed with ``pip --target`` into a venv laid out by hand (what ``python3 -m venv
+--without-pip`` would write on the device), and byte-compiled on the host (same 3.11 bytecode,
+unchecked hashes so nothing is rewritten on a read-only root). ``srt``, which ``vosk`` needs,
+ships only as a source archive: it is built here into a pure-Python wheel first.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from images.run import run
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV = Path("opt/moltbot/venv")
+TARGET_PYTHON = "3.11"
+# Debian 12 has glibc 2.36: every manylinux tag up to it fits (pip does not expand them itself).
+TARGET_GLIBC_MINOR = 36
+TARGET_PLATFORMS = (
+    *(f"manylinux_2_{minor}_aarch64" for minor in range(TARGET_GLIBC_MINOR, 16, -1)),
+    "manylinux2014_aarch64",
+)
+SOURCE_ONLY = ("srt",)
+EXTRAS = ("voice",)
+
+
+@dataclass(frozen=True)
+class InstalledApp:
+    site_packages: Path
+    requirements: tuple[str, ...]
+
+
+def requirements(extras: tuple[str, ...] = EXTRAS) -> tuple[str, ...]:
+    """The runtime's dependencies (plus ``extras``) from pyproject.toml: one source of truth."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    found = list(project["dependencies"])
+    for extra in extras:
+        found += project["optional-dependencies"][extra]
+    return tuple(found)
+
+
+def _pip(*args: str | Path, step: str) -> str:
+    return run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], step=step)
+
+
+def _target_flags() -> list[str]:
+    return [
+        "--only-binary=:all:",
+        *(f"--platform={platform}" for platform in TARGET_PLATFORMS),
+        f"--python-version={TARGET_PYTHON}",
+        "--implementation=cp",
+        f"--abi=cp{TARGET_PYTHON.replace('.', '')}",
+    ]
+
+
+def build_wheelhouse(wheelhouse: Path) -> tuple[str, ...]:
+    """This package as a wheel, source-only dependencies as wheels, everything else downloaded
+    for the target. Reused between builds (pip skips files already there)."""
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    for stale in wheelhouse.glob("moltbot_edge-*.whl"):
+        stale.unlink()
+    _pip("wheel", "--no-deps", "-q", "-w", wheelhouse, REPO_ROOT, step="build the moltbot wheel")
+    wanted = requirements()
+    for name in SOURCE_ONLY:
+        if not list(wheelhouse.glob(f"{name}-*.whl")):
+            _pip(
+                "wheel", "--no-deps", "-q", "-w", wheelhouse, name, step=f"build {name} as a wheel"
+            )
+    _pip(
+        "download",
+        "-q",
+        *_target_flags(),
+        "--find-links",
+        wheelhouse,
+        "-d",
+        wheelhouse,
+        *wanted,
+        step="download the aarch64 wheels",
+    )
+    return wanted
+
+
+def install_application(root: Path, wheelhouse: Path) -> InstalledApp:
+    """The venv at /opt/moltbot/venv inside ``root``, from ``wheelhouse`` only (no index)."""
+    wanted = build_wheelhouse(wheelhouse)
+    venv = root / VENV
+    if venv.exists():
+        shutil.rmtree(venv)
+    site = venv / "lib" / f"python{TARGET_PYTHON}" / "site-packages"
+    site.mkdir(parents=True)
+    (venv / "lib64").symlink_to("lib")
+    bin_dir = venv / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(f"/usr/bin/python{TARGET_PYTHON}")
+    (bin_dir / "python3").symlink_to("python")
+    (bin_dir / f"python{TARGET_PYTHON}").symlink_to("python")
+    (venv / "pyvenv.cfg").write_text(
+        "home = /usr/bin\n"
+        "include-system-site-packages = false\n"
+        f"version = {TARGET_PYTHON}\n"
+        f"executable = /usr/bin/python{TARGET_PYTHON}\n"
+    )
+    own_wheel = next(wheelhouse.glob("moltbot_edge-*.whl"))
+    _pip(
+        "install",
+        "-q",
+        "--no-index",
+        "--find-links",
+        wheelhouse,
+        *_target_flags(),
+        "--no-compile",
+        "--target",
+        site,
+        f"{own_wheel}[{','.join(EXTRAS)}]",
+        *wanted,
+        step="install the application into the image's venv",
+    )
+    # pip --target writes console scripts with this host's interpreter; the venv gets its own.
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    entry = bin_dir / "moltbot"
+    entry.write_text(
+        f"#!/{VENV}/bin/python3\nimport sys\n\nfrom edge.cli import main\n\nsys.exit(main())\n"
+    )
+    entry.chmod(0o755)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "compileall",
+            "-q",
+            "-j0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            root,
+            "-p",
+            "/",
+            site,
+        ],
+        step="byte-compile the application",
+    )
+    return InstalledApp(site, wanted)

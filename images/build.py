@@ -1,0 +1,295 @@
+"""``moltbot image build``: recipe → rootfs (cached) → application → partitions → outputs.
+
+Each stage logs its start and its time; the times go into ``build-report.json`` beside the image.
+Everything that can be checked without the slow steps (recipe, models, tools, root) is checked
+first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.board import BoardProfile
+from edge.inference.registry import ModelRegistry
+from images.app import install_application
+from images.disk import DiskLayout, assemble, build_ext4, build_vfat, plan_layout
+from images.outputs import (
+    Component,
+    build_manifest,
+    debian_packages,
+    models,
+    wheels,
+    write_outputs,
+)
+from images.recipe import Recipe, load_recipe, recipe_hash
+from images.rootfs import (
+    APP_UID,
+    AdminUser,
+    RootfsSpec,
+    build_rootfs,
+    extract_rootfs,
+)
+from images.run import ToolError, require
+from images.system_files import (
+    BOOT_MOUNT,
+    DATA_MOUNT,
+    VOSK_DIR,
+    SystemSettings,
+    boot_files,
+    install_system_files,
+)
+
+logger = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ADMIN = "admin"
+HOST_TOOLS = ("mmdebstrap", "sfdisk", "mkfs.vfat", "mcopy", "mke2fs", "bmaptool", "xz", "faketime")
+
+
+@dataclass
+class BuildReport:
+    image: Path
+    recipe_sha256: str
+    rootfs_cached: bool = False
+    stages_s: dict[str, float] = field(default_factory=dict)
+    sizes_bytes: dict[str, int] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        logger.info("▶ %s", name)
+        started = time.monotonic()
+        yield
+        self.stages_s[name] = round(time.monotonic() - started, 1)
+        logger.info("✔ %s (%.1f s)", name, self.stages_s[name])
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "image": self.image.name,
+            "recipe_sha256": self.recipe_sha256,
+            "rootfs_cached": self.rootfs_cached,
+            "stages_s": self.stages_s,
+            "total_s": round(sum(self.stages_s.values()), 1),
+            "sizes_bytes": self.sizes_bytes,
+        }
+
+
+def source_date_epoch() -> int:
+    """SOURCE_DATE_EPOCH, else the last commit's time (same inputs → same timestamps)."""
+    configured = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if configured.isdigit():
+        return int(configured)
+    try:
+        out = subprocess.run(  # noqa: S603 - fixed argv
+            ["git", "-C", str(REPO_ROOT), "log", "-1", "--format=%ct"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return int(out)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return int(time.time())
+
+
+def admins(recipe: Recipe) -> tuple[AdminUser, ...]:
+    users = [AdminUser(u.name, tuple(u.ssh_keys)) for u in recipe.users]
+    return tuple(users) or (AdminUser(DEFAULT_ADMIN),)
+
+
+def rootfs_spec(recipe: Recipe, boot_medium: str, root_partuuid: str, epoch: int) -> RootfsSpec:
+    mirror = recipe.base.mirror
+    if recipe.base.snapshot:
+        mirror = f"http://snapshot.debian.org/archive/debian/{recipe.base.snapshot}"
+    return RootfsSpec(
+        suite=recipe.base.suite,
+        mirror=mirror,
+        components=tuple(recipe.base.components),
+        packages=tuple(recipe.packages),
+        boot_medium=boot_medium,
+        root_partuuid=root_partuuid,
+        admins=admins(recipe),
+        source_date_epoch=epoch if recipe.base.snapshot else None,
+    )
+
+
+def layout_for(recipe: Recipe, digest: str, sizes: object) -> DiskLayout:
+    return plan_layout(
+        digest,
+        recipe.partitions.boot_mib or sizes.boot_mib,  # type: ignore[attr-defined]
+        recipe.partitions.root_mib or sizes.root_mib,  # type: ignore[attr-defined]
+        recipe.partitions.data_mib or sizes.data_mib,  # type: ignore[attr-defined]
+    )
+
+
+def preflight() -> None:
+    for tool in HOST_TOOLS:
+        require(tool)
+    if os.geteuid() != 0:
+        raise ToolError(
+            "building an image needs root (it unpacks a root file system with its owners)",
+            where="moltbot image build",
+            hint="run it as root, e.g. `sudo make image`",
+        )
+
+
+def stage_data(recipe: Recipe, data: Path, base_dir: Path) -> None:
+    """Models (registered and active) and the Vosk model: the data partition's first content."""
+    registry = ModelRegistry(data / "models")
+    for ref in recipe.models:
+        manifest = registry.install(base_dir / ref.path)
+        if registry.active(manifest.name) is None:
+            registry.set_active(manifest.name, manifest.version)
+    if recipe.vosk_model:
+        shutil.copytree(base_dir / recipe.vosk_model.path, data / VOSK_DIR, symlinks=False)
+    (data / "incoming").mkdir(exist_ok=True)
+
+
+def tree_bytes(folder: Path) -> int:
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def check_fits(name: str, folder: Path, size_mib: int) -> int:
+    used = tree_bytes(folder)
+    # ext4 metadata, journal and inode tables take roughly a tenth.
+    if used * 1.15 > size_mib * 2**20:
+        raise ToolError(
+            f"the {name} partition ({size_mib} MiB) is too small for its "
+            f"{used / 2**20:.0f} MiB of files",
+            where=f"partitions.{name}_mib",
+            hint=f"set partitions.{name}_mib in the recipe to at least "
+            f"{int(used * 1.3 / 2**20) + 64}",
+        )
+    return used
+
+
+def clamp_times(folder: Path, epoch: int) -> None:
+    """No file newer than the build's epoch: timestamps stop differing between builds."""
+    for path in [folder, *folder.rglob("*")]:
+        stat = path.lstat()
+        if stat.st_mtime > epoch or stat.st_atime > epoch:
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
+
+
+def chown_tree(folder: Path, uid: int) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, uid, uid, follow_symlinks=False)
+
+
+@dataclass(frozen=True)
+class PreparedTree:
+    root: Path
+    data: Path
+    components: list[Component]
+
+
+def prepare_tree(
+    recipe: Recipe,
+    board: BoardProfile,
+    layout: DiskLayout | None,
+    cache_dir: Path,
+    work: Path,
+    report: BuildReport,
+    epoch: int,
+) -> PreparedTree:
+    """Rootfs (cached) + application + system files + models, as folders under ``work``.
+
+    With a disk layout (Pi) the data dir becomes its own partition's folder; without one
+    (Jetson: NVIDIA's flash layout) it stays inside the root file system.
+    """
+    root, data = work / "root", work / "data"
+    partuuid = layout.partuuid("root") if layout else ""
+    with report.stage("root file system (mmdebstrap)"):
+        tarball, report.rootfs_cached = build_rootfs(
+            rootfs_spec(recipe, board.boot_medium, partuuid, epoch), cache_dir
+        )
+    with report.stage("unpack the root file system"):
+        extract_rootfs(tarball, root)
+    with report.stage("application venv (aarch64 wheels)"):
+        app = install_application(root, cache_dir / "wheels")
+    with report.stage("system files, units, models"):
+        settings = SystemSettings(
+            board=board.name,
+            hostname=recipe.hostname,
+            services={str(name): enabled for name, enabled in recipe.services.items()},
+            has_vosk_model=recipe.vosk_model is not None,
+            boot_medium=board.boot_medium,
+        )
+        install_system_files(root, layout, settings)
+        shutil.rmtree(data, ignore_errors=True)
+        if layout is not None:
+            shutil.move(root / DATA_MOUNT, data)
+            (root / DATA_MOUNT).mkdir()
+        else:
+            data = root / DATA_MOUNT
+        stage_data(recipe, data, REPO_ROOT)
+        chown_tree(data, APP_UID)
+        data.chmod(0o750)
+        components = [*debian_packages(root), *wheels(app.site_packages), *models(data / "models")]
+    return PreparedTree(root, data, components)
+
+
+def build_image(
+    recipe_path: Path,
+    out_dir: Path,
+    cache_dir: Path,
+    *,
+    compress: bool = True,
+) -> BuildReport:
+    recipe, board = load_recipe(recipe_path, base_dir=REPO_ROOT)
+    if board.boot_medium != "sd":
+        raise ToolError(
+            f"board {board.name} boots from {board.boot_medium}: no SD-card image for it",
+            where=f"{recipe_path}: board",
+            hint="Jetson boards get a rootfs + flash bundle: moltbot image jetson-bundle",
+        )
+    preflight()
+    digest = recipe_hash(recipe)
+    epoch = source_date_epoch()
+    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    layout = layout_for(recipe, digest, board.partitions)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image = out_dir / f"{recipe.name}.img"
+    report = BuildReport(image, digest)
+    work = cache_dir / "work" / recipe.name
+    tree = prepare_tree(recipe, board, layout, cache_dir, work, report, epoch)
+    boot = work / "boot"
+    with report.stage("boot files"):
+        shutil.rmtree(boot, ignore_errors=True)
+        shutil.move(boot_files(tree.root, layout), boot)
+        (tree.root / BOOT_MOUNT).mkdir()
+        for folder in (tree.root, tree.data, boot):
+            clamp_times(folder, epoch)
+    with report.stage("partitions and disk image"):
+        for name, folder in (("root", tree.root), ("data", tree.data), ("boot", boot)):
+            report.sizes_bytes[f"{name}_files"] = check_fits(
+                name, folder, layout.partition(name).size_mib
+            )
+        parts = {name: work / f"{name}.part" for name in ("boot", "root", "data")}
+        build_vfat(parts["boot"], layout.partition("boot"), boot, digest)
+        build_ext4(parts["root"], layout.partition("root"), tree.root, digest, epoch)
+        build_ext4(parts["data"], layout.partition("data"), tree.data, digest, epoch)
+        assemble(image, layout, parts)
+        for part in parts.values():
+            part.unlink()
+    with report.stage("outputs (.bmap, .xz, SHA256SUMS, manifest, SBOM)"):
+        manifest = build_manifest(digest, tree.components, image, epoch)
+        manifest["partitions"] = {
+            p.name: {"partuuid": layout.partuuid(p.name), "size_mib": p.size_mib}
+            for p in layout.partitions
+        }
+        manifest["board"] = board.name
+        write_outputs(image, manifest, digest, compress=compress)
+    report.sizes_bytes["image"] = image.stat().st_size
+    xz = image.with_name(f"{image.name}.xz")
+    if xz.exists():
+        report.sizes_bytes["image_xz"] = xz.stat().st_size
+    (out_dir / "build-report.json").write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return report

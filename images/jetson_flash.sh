@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Moltbot Edge: flash this bundle's root file system to a Jetson's internal eMMC with NVIDIA's
+# own tools, from YOUR Linux_for_Tegra BSP directory (NVIDIA's licence forbids shipping it).
+#
+#   sudo ./flash.sh /path/to/Linux_for_Tegra            # checks, asks, then flashes
+#   ./flash.sh /path/to/Linux_for_Tegra --check-only    # every check, touches nothing
+#   sudo ./flash.sh /path/to/Linux_for_Tegra --yes      # no question (re-runs are safe)
+#
+# Before it touches anything it checks: the BSP's files, its Jetson Linux release against the
+# recipe's, the board in recovery mode on USB, free space, and that rootfs + data + models fit
+# the board's eMMC. Every run is logged beside this script (USB flashing fails now and then:
+# put the board back in recovery mode and run it again).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=/dev/null
+. "$here/bundle.env"
+
+usage() {
+    echo "usage: $0 LINUX_FOR_TEGRA_DIR [--check-only] [--yes]" >&2
+    exit 2
+}
+
+bsp=""
+check_only=0
+assume_yes=0
+for arg in "$@"; do
+    case "$arg" in
+        --check-only) check_only=1 ;;
+        --yes) assume_yes=1 ;;
+        -h|--help) usage ;;
+        -*) echo "error: unknown option $arg" >&2; usage ;;
+        *) bsp="$arg" ;;
+    esac
+done
+[ -n "$bsp" ] || usage
+
+log="$here/flash-$(date -u +%Y%m%dT%H%M%SZ).log"
+exec > >(tee -a "$log") 2>&1
+echo "== moltbot flash: $BUNDLE_NAME for $BOARD ($BOARD_CONFIG), Jetson Linux R$L4T_RELEASE; log: $log"
+
+problems=()
+problem() { problems+=("$1"); echo "  ✗ $1"; }
+ok() { echo "  ✓ $1"; }
+
+# 1. The BSP's own tools and the board's config.
+if [ ! -d "$bsp" ]; then
+    problem "BSP directory $bsp does not exist: unpack NVIDIA's Jetson Linux R$L4T_RELEASE BSP (Jetson_Linux_R$L4T_RELEASE.*_aarch64.tbz2) and pass its Linux_for_Tegra folder"
+else
+    bsp=$(cd "$bsp" && pwd)
+    for needed in flash.sh apply_binaries.sh tools/kernel_flash/l4t_initrd_flash.sh "$BOARD_CONFIG.conf"; do
+        if [ -e "$bsp/$needed" ]; then ok "$needed"; else problem "missing $bsp/$needed: this is not a complete Linux_for_Tegra BSP for $BOARD"; fi
+    done
+
+    # 2. Its release must be the one the recipe was built for (R35 = JetPack 5, R36 = JetPack 6).
+    found=""
+    core=$(ls "$bsp"/nv_tegra/l4t_deb_packages/nvidia-l4t-core_*_arm64.deb 2>/dev/null | head -n 1 || true)
+    if [ -n "$core" ]; then
+        found=$(basename "$core" | sed -E 's/^nvidia-l4t-core_([0-9]+)\..*/\1/')
+    elif [ -f "$bsp/rootfs/etc/nv_tegra_release" ]; then
+        found=$(sed -nE '1s/^# R([0-9]+) .*/\1/p' "$bsp/rootfs/etc/nv_tegra_release")
+    fi
+    if [ -z "$found" ]; then
+        problem "cannot tell the BSP's release: no nv_tegra/l4t_deb_packages/nvidia-l4t-core_*.deb in $bsp"
+    elif [ "$found" != "$L4T_RELEASE" ]; then
+        problem "BSP is Jetson Linux R$found but this bundle was built for R$L4T_RELEASE (JetPack $JETPACK): use the R$L4T_RELEASE BSP, or build the bundle from the recipe for R$found"
+    else
+        ok "BSP release R$found matches the recipe"
+    fi
+fi
+
+# 3. The board, in recovery mode, on USB.
+lsusb_tool=${MOLTBOT_LSUSB:-lsusb}
+if ! command -v "$lsusb_tool" >/dev/null 2>&1; then
+    problem "lsusb is not installed (apt-get install usbutils)"
+else
+    usb=$("$lsusb_tool" || true)
+    recovery=""
+    for id in $RECOVERY_USB_IDS; do
+        if grep -qi "ID $id" <<<"$usb"; then recovery=$id; fi
+    done
+    if [ -n "$recovery" ]; then
+        ok "$BOARD in recovery mode (USB $recovery)"
+    else
+        problem "no $BOARD in recovery mode on USB (looked for $RECOVERY_USB_IDS): connect the USB-C flashing port, hold REC, press RESET, release REC, then check lsusb"
+    fi
+fi
+
+# 4. The bundle is intact.
+if (cd "$here" && sha256sum --check --quiet --ignore-missing SHA256SUMS); then
+    ok "bundle checksums"
+else
+    problem "bundle files do not match SHA256SUMS: copy the bundle again"
+fi
+
+# 5. Room to unpack here, and room on the board.
+if [ -d "$bsp" ]; then
+    free_mib=$(( $(df --output=avail -k "$bsp" | tail -n 1) / 1024 ))
+    want_mib=$(( ROOTFS_MIB * 2 + 4096 ))
+    if [ "$free_mib" -lt "$want_mib" ]; then
+        problem "only $free_mib MiB free under $bsp; unpacking and flashing need $want_mib MiB"
+    else
+        ok "$free_mib MiB free for unpacking (need $want_mib)"
+    fi
+fi
+emmc_mib=$(( STORAGE_GB * 1000 * 1000 * 1000 / 1048576 ))
+usable_mib=$(( emmc_mib - NVIDIA_RESERVED_MIB ))
+if [ "$NEEDED_MIB" -gt "$usable_mib" ]; then
+    problem "rootfs $ROOTFS_MIB MiB + data $DATA_MIB MiB + models $MODELS_MIB MiB = $NEEDED_MIB MiB do not fit the $STORAGE_GB GB eMMC ($usable_mib MiB after NVIDIA's boot partitions); shrink the recipe's data or models"
+else
+    ok "$NEEDED_MIB MiB fit the $STORAGE_GB GB eMMC ($usable_mib MiB usable)"
+fi
+
+if [ "${#problems[@]}" -gt 0 ]; then
+    echo "== ${#problems[@]} problem(s); nothing was changed:"
+    printf '   - %s\n' "${problems[@]}"
+    exit 3
+fi
+if [ "$check_only" -eq 1 ]; then
+    echo "== every check passed (--check-only: nothing was changed)"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "error: flashing needs root: sudo $0 $*" >&2
+    exit 2
+fi
+if [ "$assume_yes" -ne 1 ]; then
+    read -r -p "Erase the eMMC of the $BOARD in recovery mode and flash $BUNDLE_NAME? [y/N] " answer
+    [ "$answer" = "y" ] || [ "$answer" = "Y" ] || { echo "aborted"; exit 1; }
+fi
+
+# Safe to re-run: the BSP's rootfs is replaced, not merged.
+echo "== unpacking the root file system into $bsp/rootfs"
+find "$bsp/rootfs" -mindepth 1 -maxdepth 1 ! -name README.txt -exec rm -rf {} +
+tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$here/$ROOTFS_TARBALL" -C "$bsp/rootfs"
+echo "== NVIDIA apply_binaries.sh (CUDA, TensorRT and the L4T user space from your BSP)"
+(cd "$bsp" && ./apply_binaries.sh)
+echo "== NVIDIA l4t_initrd_flash.sh $BOARD_CONFIG $ROOT_DEVICE"
+if ! (cd "$bsp" && ./tools/kernel_flash/l4t_initrd_flash.sh "$BOARD_CONFIG" "$ROOT_DEVICE"); then
+    echo "error: NVIDIA's flash failed (see $log). USB flashing is known to fail now and then:" >&2
+    echo "       put the board back in recovery mode and run this script again." >&2
+    exit 1
+fi
+echo "== flashed $BUNDLE_NAME; the board boots into the appliance (first boot builds TensorRT engines)"

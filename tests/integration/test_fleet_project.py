@@ -1,0 +1,176 @@
+"""The balena fleet project, checked with real parsers: the Compose specification's JSON schema,
+balena.yml's documented fields, and every Dockerfile.template expanded per device type and parsed
+by the dockerfile package (Docker's own Go parser)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Literal
+
+import dockerfile
+import jsonschema
+import pytest
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge import __version__
+from edge.errors import InputError
+from images.fleet import environment_variables, generate
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).parents[2]
+RECIPE = REPO / "images" / "recipes" / "rpi4b.yaml"
+DEVICE_TYPES = ("raspberrypi4-64", "jetson-agx-orin-devkit", "jetson-xavier")
+
+
+@pytest.fixture(scope="session")
+def compose_schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The Compose specification's schema, as docker-compose 1.29.2 ships it (from the registry)."""
+    folder = tmp_path_factory.mktemp("compose-schema")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "docker-compose==1.29.2",
+            "-d",
+            str(folder),
+        ],
+        check=True,
+    )
+    wheel = next(folder.glob("docker_compose-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        schema: dict[str, Any] = json.loads(archive.read("compose/config/compose_spec.json"))
+    return schema
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(RECIPE, tmp_path_factory.mktemp("fleet") / "project")
+
+
+class BalenaData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    defaultDeviceType: str  # noqa: N815 - balena's field names
+    supportedDeviceTypes: list[str] = Field(min_length=1)  # noqa: N815
+    applicationEnvironmentVariables: list[dict[str, str]] = []  # noqa: N815
+    applicationConfigVariables: list[dict[str, str]] = []  # noqa: N815
+
+    @field_validator("applicationEnvironmentVariables", "applicationConfigVariables")
+    @classmethod
+    def one_name_each(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        assert all(len(item) == 1 for item in value), "each entry names one variable"
+        return value
+
+
+class BalenaYml(BaseModel):
+    """The fields balena documents for balena.yml (deploy-with-balena / balenaHub)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    type: Literal["sw.application", "sw.block"]
+    description: str | None = None
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+([-+].+)?$")
+    joinable: bool | None = None
+    post_provisioning: str | None = Field(None, alias="post-provisioning")
+    assets: dict[str, Any] | None = None
+    data: BalenaData
+
+
+def expanded(template: str, device_type: str) -> str:
+    text = template.replace("%%BALENA_MACHINE_NAME%%", device_type)
+    return text.replace("%%BALENA_ARCH%%", "aarch64")
+
+
+def test_compose_file_is_valid_against_the_compose_specification(
+    project: Path, compose_schema: dict[str, Any]
+) -> None:
+    document = yaml.safe_load((project / "docker-compose.yml").read_text())
+    # The file names draft/2019-09 without the trailing '#': pick the validator explicitly.
+    jsonschema.Draft201909Validator(compose_schema).validate(document)
+    service = document["services"]["moltbot"]
+    assert service["restart"] == "always"
+    assert "moltbot-data:/data" in service["volumes"]
+    assert (project / service["build"]).is_dir()
+
+
+def test_compose_schema_check_rejects_a_misspelt_service_key(
+    project: Path, compose_schema: dict[str, Any]
+) -> None:
+    document = yaml.safe_load((project / "docker-compose.yml").read_text())
+    document["services"]["moltbot"]["restrat"] = "always"
+    with pytest.raises(jsonschema.ValidationError, match="restrat"):
+        jsonschema.Draft201909Validator(compose_schema).validate(document)
+
+
+def test_balena_yml_has_only_documented_fields_and_every_device_type(project: Path) -> None:
+    parsed = BalenaYml.model_validate(yaml.safe_load((project / "balena.yml").read_text()))
+    assert set(parsed.data.supportedDeviceTypes) == set(DEVICE_TYPES)
+    assert parsed.data.defaultDeviceType == "raspberrypi4-64"
+    assert parsed.version == __version__
+    for item in parsed.data.applicationEnvironmentVariables:
+        assert next(iter(item)) in environment_variables()
+
+
+@pytest.mark.parametrize("device_type", DEVICE_TYPES)
+def test_template_expands_to_a_two_stage_dockerfile_for_each_device_type(
+    project: Path, device_type: str
+) -> None:
+    template = (project / "moltbot" / "Dockerfile.template").read_text()
+    assert "%%BALENA_MACHINE_NAME%%" in template and "%%BALENA_ARCH%%" in template
+    commands = dockerfile.parse_string(expanded(template, device_type))
+    assert "%%" not in "".join(c.original for c in commands)
+    stages = [c for c in commands if c.cmd == "FROM"]
+    assert len(stages) == 2
+    assert stages[0].value[0].startswith(f"balenalib/{device_type}-") and stages[0].value[
+        0
+    ].endswith("-build")
+    assert stages[1].value[0].endswith("-run"), "the final stage must not carry build tools"
+    final = commands[commands.index(stages[1]) :]
+    assert any(c.cmd == "COPY" and "--from=build" in c.flags for c in final)
+    for copy in (c for c in commands if c.cmd == "COPY" and not c.flags):
+        for source in copy.value[:-1]:
+            assert (project / "moltbot" / source).exists(), f"COPY {source}: not in the project"
+
+
+def test_every_setting_maps_onto_a_moltbot_variable_documented_in_the_project(
+    project: Path,
+) -> None:
+    names = environment_variables()
+    assert "MOLTBOT_UPLINK__HOST" in names and "MOLTBOT_UPLINK__TLS__CA_FILE" in names
+    readme = (project / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in names)
+    assert "balena preload" in readme and "balena os configure" in readme
+
+
+def test_pi_only_fleet_gets_sound_devices_not_a_privileged_container(tmp_path: Path) -> None:
+    pi = generate(RECIPE, tmp_path / "pi", ("raspberrypi4-64",))
+    service = yaml.safe_load((pi / "docker-compose.yml").read_text())["services"]["moltbot"]
+    assert "privileged" not in service
+    assert "/dev/snd:/dev/snd" in service["devices"]
+
+
+def test_unknown_device_type_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="raspberrypi4-64"):
+        generate(RECIPE, tmp_path / "x", ("raspberrypi3",))
+
+
+def test_project_ships_the_recipes_models_with_their_sha256(project: Path) -> None:
+    manifest = json.loads((project / "moltbot" / "manifest.json").read_text())
+    assert manifest["version"] == __version__
+    shipped = json.loads((REPO / "models/defect/1/manifest.json").read_text())
+    for entry in manifest["models"]:
+        precision = entry["name"].rsplit("-", 1)[1]
+        file = project / "moltbot/models/defect/1" / shipped["variants"][precision]["file"]
+        digest = subprocess.run(
+            ["sha256sum", str(file)], capture_output=True, text=True, check=True
+        )
+        assert re.match(entry["sha256"], digest.stdout)

@@ -1,0 +1,184 @@
+"""The Jetson bundle's flash.sh, run for real against folders laid out like NVIDIA's BSP.
+
+NVIDIA's flash tools and a Jetson in recovery mode cannot exist here: the BSP is a stand-in
+(the files flash.sh checks for, shell scripts that record their arguments) and lsusb is a
+stand-in script named by MOLTBOT_LSUSB. What is tested is our script: every check refuses with a
+message that says what to do, nothing is touched before all checks pass, and a flash run
+unpacks our rootfs, calls NVIDIA's scripts in order with the board's config, and keeps a log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from edge.board import load_board_profiles
+from images.jetson import FLASH_SCRIPT, ROOTFS_TARBALL, bundle_env
+
+pytestmark = pytest.mark.integration
+
+
+def make_bundle(folder: Path, board: str = "jetson-agx-orin", *, data_mib: int = 1024) -> Path:
+    folder.mkdir()
+    staging = folder / "staging"
+    (staging / "etc").mkdir(parents=True)
+    (staging / "etc" / "hostname").write_text("moltbot\n")
+    with tarfile.open(folder / "rootfs.tar", "w") as archive:
+        archive.add(staging, arcname=".")
+    subprocess.run(
+        ["zstd", "-q", "--rm", str(folder / "rootfs.tar"), "-o", str(folder / ROOTFS_TARBALL)],
+        check=True,
+    )
+    profile = load_board_profiles()[board]
+    (folder / "bundle.env").write_text(bundle_env("test-bundle", profile, 1200, data_mib, 1))
+    (folder / "flash.sh").write_bytes(FLASH_SCRIPT.read_bytes())
+    (folder / "flash.sh").chmod(0o755)
+    sums = "".join(
+        f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n"
+        for name in (ROOTFS_TARBALL, "bundle.env")
+    )
+    (folder / "SHA256SUMS").write_text(sums)
+    return folder
+
+
+def make_bsp(
+    folder: Path, release: str = "36.4.0", board_config: str = "jetson-agx-orin-devkit"
+) -> Path:
+    bsp = folder / "Linux_for_Tegra"
+    (bsp / "tools/kernel_flash").mkdir(parents=True)
+    (bsp / "nv_tegra/l4t_deb_packages").mkdir(parents=True)
+    (bsp / "rootfs").mkdir()
+    (bsp / "rootfs" / "README.txt").write_text("NVIDIA's placeholder\n")
+    (bsp / "rootfs" / "stale-file").write_text("from an earlier flash\n")
+    (bsp / f"nv_tegra/l4t_deb_packages/nvidia-l4t-core_{release}-20240912212859_arm64.deb").touch()
+    (bsp / f"{board_config}.conf").write_text("# board config\n")
+    calls = bsp / "calls.log"
+    for script in ("flash.sh", "apply_binaries.sh", "tools/kernel_flash/l4t_initrd_flash.sh"):
+        path = bsp / script
+        path.write_text(f'#!/bin/sh\necho "{script} $*" >> "{calls}"\n')
+        path.chmod(0o755)
+    return bsp
+
+
+def fake_lsusb(folder: Path, line: str) -> Path:
+    tool = folder / "lsusb"
+    tool.write_text(
+        "#!/bin/sh\n"
+        "echo 'Bus 001 Device 002: ID 1d6b:0002 Linux Foundation 2.0 root hub'\n"
+        f"echo '{line}'\n"
+    )
+    tool.chmod(0o755)
+    return tool
+
+
+ORIN_IN_RECOVERY = "Bus 003 Device 009: ID 0955:7023 NVIDIA Corp. APX"
+
+
+def flash(bundle: Path, bsp: Path, lsusb: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bundle / "flash.sh"), str(bsp), *args],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"MOLTBOT_LSUSB": str(lsusb)},
+        check=False,
+        timeout=120,
+    )
+
+
+def test_every_check_passes_for_the_right_bsp_and_a_board_in_recovery(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    result = flash(
+        bundle, make_bsp(tmp_path), fake_lsusb(tmp_path, ORIN_IN_RECOVERY), "--check-only"
+    )
+    assert result.returncode == 0, result.stdout
+    assert "BSP release R36 matches" in result.stdout
+    assert "every check passed" in result.stdout
+    assert list(bundle.glob("flash-*.log")), "no log of the run"
+
+
+def test_wrong_bsp_release_is_refused_naming_both_releases(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    bsp = make_bsp(tmp_path, release="35.5.0")
+    result = flash(bundle, bsp, fake_lsusb(tmp_path, ORIN_IN_RECOVERY), "--yes")
+    assert result.returncode == 3
+    assert "BSP is Jetson Linux R35 but this bundle was built for R36 (JetPack 6)" in result.stdout
+    assert not (bsp / "calls.log").exists(), "NVIDIA's tools ran despite a failed check"
+    assert (bsp / "rootfs" / "stale-file").exists(), "the BSP was changed despite a failed check"
+
+
+def test_missing_recovery_device_is_refused_with_how_to_enter_recovery(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    result = flash(
+        bundle,
+        make_bsp(tmp_path),
+        fake_lsusb(tmp_path, "Bus 002 Device 003: ID 046d:c52b Logitech"),
+        "--check-only",
+    )
+    assert result.returncode == 3
+    assert (
+        "no jetson-agx-orin in recovery mode on USB (looked for 0955:7023 0955:7045)"
+        in result.stdout
+    )
+    assert "hold REC, press RESET" in result.stdout
+
+
+def test_missing_bsp_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    bsp = make_bsp(tmp_path)
+    (bsp / "apply_binaries.sh").unlink()
+    result = flash(bundle, bsp, fake_lsusb(tmp_path, ORIN_IN_RECOVERY), "--check-only")
+    assert result.returncode == 3
+    assert f"missing {bsp}/apply_binaries.sh" in result.stdout
+
+
+def test_a_bundle_too_big_for_the_emmc_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle", board="jetson-agx-xavier", data_mib=40_000)
+    bsp = make_bsp(tmp_path, release="35.5.0", board_config="jetson-agx-xavier-devkit")
+    result = flash(
+        bundle,
+        bsp,
+        fake_lsusb(tmp_path, "Bus 003 Device 009: ID 0955:7019 NVIDIA Corp. APX"),
+        "--check-only",
+    )
+    assert result.returncode == 3
+    assert "do not fit the 32 GB eMMC" in result.stdout
+
+
+def test_a_corrupted_bundle_is_refused(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    with (bundle / ROOTFS_TARBALL).open("ab") as stream:
+        stream.write(b"garbage")
+    result = flash(
+        bundle, make_bsp(tmp_path), fake_lsusb(tmp_path, ORIN_IN_RECOVERY), "--check-only"
+    )
+    assert result.returncode == 3
+    assert "do not match SHA256SUMS" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a flash run unpacks as root (CI runs as root)")
+def test_flash_run_replaces_the_rootfs_and_calls_nvidias_tools_in_order_and_reruns_safely(
+    tmp_path: Path,
+) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    bsp = make_bsp(tmp_path)
+    lsusb = fake_lsusb(tmp_path, ORIN_IN_RECOVERY)
+    for _ in range(2):
+        result = flash(bundle, bsp, lsusb, "--yes")
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert (bsp / "rootfs/etc/hostname").read_text() == "moltbot\n"
+    assert not (bsp / "rootfs/stale-file").exists()
+    calls = (bsp / "calls.log").read_text().splitlines()
+    assert (
+        calls
+        == [
+            "apply_binaries.sh ",
+            "tools/kernel_flash/l4t_initrd_flash.sh jetson-agx-orin-devkit internal",
+        ]
+        * 2
+    )
+    assert len(list(bundle.glob("flash-*.log"))) >= 1
