@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edge.board import BoardProfile
 from edge.inference.registry import ModelRegistry
+from images import vosk_source
 from images.app import install_application
 from images.disk import DiskLayout, assemble, build_ext4, build_vfat, plan_layout
 from images.outputs import (
@@ -139,7 +140,7 @@ def preflight() -> None:
         )
 
 
-def stage_data(recipe: Recipe, data: Path, base_dir: Path) -> None:
+def stage_data(recipe: Recipe, data: Path, base_dir: Path, cache_dir: Path) -> None:
     """Models (registered and active) and the Vosk model: the data partition's first content."""
     registry = ModelRegistry(data / "models")
     for ref in recipe.models:
@@ -147,7 +148,14 @@ def stage_data(recipe: Recipe, data: Path, base_dir: Path) -> None:
         if registry.active(manifest.name) is None:
             registry.set_active(manifest.name, manifest.version)
     if recipe.vosk_model:
-        shutil.copytree(base_dir / recipe.vosk_model.path, data / VOSK_DIR, symlinks=False)
+        source = (
+            base_dir / recipe.vosk_model.path
+            if recipe.vosk_model.path is not None
+            else vosk_source.fetch(
+                recipe.vosk_model.url or "", recipe.vosk_model.sha256 or "", cache_dir
+            )
+        )
+        vosk_source.install(source, data / VOSK_DIR)
     (data / "incoming").mkdir(exist_ok=True)
 
 
@@ -228,7 +236,7 @@ def prepare_tree(
             (root / DATA_MOUNT).mkdir()
         else:
             data = root / DATA_MOUNT
-        stage_data(recipe, data, REPO_ROOT)
+        stage_data(recipe, data, REPO_ROOT, cache_dir)
         chown_tree(data, APP_UID)
         data.chmod(0o750)
         components = [*debian_packages(root), *wheels(app.site_packages), *models(data / "models")]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edge.board import BoardProfile, load_board_profiles
 from edge.errors import InputError, validation_problems, yaml_problem
+from images.vosk_source import VoskModelError, check_source
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -38,7 +39,21 @@ class ModelRef(_Strict):
 
 
 class VoskModelRef(_Strict):
-    path: Path = Field(description="a Vosk model directory")
+    path: Path | None = Field(None, description="a Vosk model directory or its .zip archive")
+    url: str | None = Field(
+        None, pattern=r"^https?://", description="an http(s) URL of a model .zip (build time)"
+    )
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="the archive's sha256 (needed with url)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VoskModelRef:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("vosk_model: give exactly one of path or url")
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("vosk_model.url needs vosk_model.sha256 (the archive is verified)")
+        return self
 
 
 class User(_Strict):
@@ -112,12 +127,15 @@ def load_recipe(path: Path, *, base_dir: Path | None = None) -> tuple[Recipe, Bo
                 where=f"{path}: models[{index}].path",
                 hint="point it at a model version folder, e.g. models/defect/1",
             )
-    if recipe.vosk_model and not (root / recipe.vosk_model.path / "am/final.mdl").is_file():
-        raise RecipeError(
-            f"vosk_model.path: {recipe.vosk_model.path} is not a Vosk model",
-            where=f"{path}: vosk_model.path",
-            hint="a Vosk model directory (am/, conf/, graph/)",
-        )
+    if recipe.vosk_model and recipe.vosk_model.path is not None:
+        try:
+            check_source(root / recipe.vosk_model.path)
+        except VoskModelError as exc:
+            raise RecipeError(
+                f"vosk_model.path: {exc.what}",
+                where=f"{path}: vosk_model.path",
+                hint=exc.hint or "a Vosk model directory (am/, conf/, graph/) or its .zip",
+            ) from exc
     return recipe, profiles[recipe.board]
 
 

@@ -234,7 +234,8 @@ def test_image_boots_serves_health_passes_its_selftest_and_publishes_to_the_host
         healthy_after_s = time.monotonic() - started
 
         assert collector.wait_for(
-            lambda m: m.topic.endswith("/status") and b"online" in m.payload, 60
+            lambda got: any(m.topic.endswith("/status") and b"online" in m.payload for m in got),
+            60,
         ), "the appliance never announced itself online to the host broker"
         frame = defect_frame(tmp_path / "scratch.png").read_bytes()
         request = urllib.request.Request(  # noqa: S310 - loopback
@@ -248,8 +249,10 @@ def test_image_boots_serves_health_passes_its_selftest_and_publishes_to_the_host
                 result = json.loads(response.read())
             assert result["label"] == "scratch", result
         assert collector.wait_for(
-            lambda m: "/boot-test-01/" in m.topic and m.topic.endswith("/defect"), 60
+            lambda got: any("/boot-test-01/defect" in m.topic for m in got), 60
         ), f"no defect event reached the broker: {[m.topic for m in collector.messages]}"
+        event = next(m for m in collector.messages if m.topic.endswith("/defect")).json()
+        assert event["data"]["class"] == "scratch", event
         print(f"boot to /healthz under TCG: {healthy_after_s:.0f} s")  # noqa: T201
     finally:
         collector.close()
