@@ -190,6 +190,27 @@ def chown_tree(folder: Path, uid: int) -> None:
         os.chown(path, uid, uid, follow_symlinks=False)
 
 
+def start_build(
+    recipe_path: Path, boot_medium: str, other_hint: str
+) -> tuple[Recipe, BoardProfile, str, int]:
+    """Everything checked before a slow step: the recipe, the board kind, tools, root.
+
+    Returns the recipe, its board, the recipe hash and the build's SOURCE_DATE_EPOCH (also set
+    in the environment, for mmdebstrap and the file-system tools).
+    """
+    recipe, board = load_recipe(recipe_path, base_dir=REPO_ROOT)
+    if board.boot_medium != boot_medium:
+        raise ToolError(
+            f"board {board.name} boots from {board.boot_medium}: this build is for {boot_medium}",
+            where=f"{recipe_path}: board",
+            hint=other_hint,
+        )
+    preflight()
+    epoch = source_date_epoch()
+    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    return recipe, board, recipe_hash(recipe), epoch
+
+
 @dataclass(frozen=True)
 class PreparedTree:
     root: Path
@@ -250,17 +271,9 @@ def build_image(
     *,
     compress: bool = True,
 ) -> BuildReport:
-    recipe, board = load_recipe(recipe_path, base_dir=REPO_ROOT)
-    if board.boot_medium != "sd":
-        raise ToolError(
-            f"board {board.name} boots from {board.boot_medium}: no SD-card image for it",
-            where=f"{recipe_path}: board",
-            hint="Jetson boards get a rootfs + flash bundle: moltbot image jetson-bundle",
-        )
-    preflight()
-    digest = recipe_hash(recipe)
-    epoch = source_date_epoch()
-    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    recipe, board, digest, epoch = start_build(
+        recipe_path, "sd", "Jetson boards get a rootfs + flash bundle: moltbot image jetson-bundle"
+    )
     layout = layout_for(recipe, digest, board.partitions)
     out_dir.mkdir(parents=True, exist_ok=True)
     image = out_dir / f"{recipe.name}.img"

@@ -7,6 +7,13 @@ from pathlib import Path
 
 import click
 
+cache_option = click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Rootfs + wheel cache. Default: $MOLTBOT_IMAGE_CACHE or ~/.cache/moltbot-image.",
+)
+
 
 @click.group()
 def image() -> None:
@@ -59,12 +66,7 @@ def image_validate(recipe: Path) -> None:
     show_default=True,
     help="Folder for the image and its outputs.",
 )
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Rootfs + wheel cache. Default: $MOLTBOT_IMAGE_CACHE or ~/.cache/moltbot-image.",
-)
+@cache_option
 @click.option("--no-xz", is_flag=True, help="Skip the .img.xz (it takes minutes).")
 def image_build(recipe: Path, out_dir: Path, cache_dir: Path | None, no_xz: bool) -> None:
     """Build a flashable image from RECIPE (default: the rpi4b recipe). Needs root."""
@@ -208,12 +210,7 @@ def balena_generate(recipe: Path, out_dir: Path, device_types: tuple[str, ...]) 
     show_default=True,
     help="Folder; the bundle goes into OUT/<recipe name>/.",
 )
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Rootfs + wheel cache. Default: $MOLTBOT_IMAGE_CACHE or ~/.cache/moltbot-image.",
-)
+@cache_option
 def image_jetson_bundle(recipe: Path, out_dir: Path, cache_dir: Path | None) -> None:
     """Build a Jetson rootfs + flash bundle (flash.sh runs NVIDIA's tools from your BSP)."""
     from images.jetson import build_jetson_bundle  # noqa: PLC0415

@@ -11,23 +11,19 @@ runs NVIDIA's ``apply_binaries.sh`` and ``l4t_initrd_flash.sh``.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 from pathlib import Path
 
 from edge.board import BoardProfile
 from images.build import (
-    REPO_ROOT,
     BuildReport,
     clamp_times,
-    preflight,
     prepare_tree,
-    source_date_epoch,
+    start_build,
     tree_bytes,
 )
 from images.outputs import build_manifest, cyclonedx_sbom
-from images.recipe import load_recipe, recipe_hash
 from images.run import ToolError, run
 from images.system_files import DATA_MOUNT
 
@@ -88,17 +84,9 @@ On first boot the appliance builds its TensorRT engines for this GPU and caches 
 
 
 def build_jetson_bundle(recipe_path: Path, out_dir: Path, cache_dir: Path) -> BuildReport:
-    recipe, board = load_recipe(recipe_path, base_dir=REPO_ROOT)
-    if board.boot_medium != "emmc":
-        raise ToolError(
-            f"board {board.name} is not a Jetson (boots from {board.boot_medium})",
-            where=f"{recipe_path}: board",
-            hint="Raspberry Pi recipes build SD-card images: moltbot image build",
-        )
-    preflight()
-    digest = recipe_hash(recipe)
-    epoch = source_date_epoch()
-    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    recipe, board, digest, epoch = start_build(
+        recipe_path, "emmc", "Raspberry Pi recipes build SD-card images: moltbot image build"
+    )
     bundle = out_dir / recipe.name
     bundle.mkdir(parents=True, exist_ok=True)
     tarball = bundle / ROOTFS_TARBALL
