@@ -84,6 +84,17 @@ def boot_state(timeout_s: float) -> tuple[bool, str]:
     return False, f"{state}; failed units: {', '.join(units) or 'none listed'}"
 
 
+def storage(config: MoltbotConfig) -> tuple[bool, str]:
+    """The data dir's size and free space (first boot grows it to the card)."""
+    try:
+        usage = shutil.disk_usage(config.device.data_dir)
+    except OSError as exc:
+        return False, f"{config.device.data_dir}: {exc}"
+    return True, (
+        f"{config.device.data_dir} {usage.total / 2**20:.0f} MiB, {usage.free / 2**20:.0f} MiB free"
+    )
+
+
 def reference_inference(config: MoltbotConfig) -> str:
     """The active model, loaded here on this board's backend order, reference-checked."""
     from edge.board import backend_order, configured_profile  # noqa: PLC0415
@@ -136,6 +147,7 @@ def run_selftest(
             record("reference inference", True, reference_inference(config))
         except MoltbotError as exc:
             record("reference inference", False, str(exc))
+    record("storage", *storage(config))
     if check_boot:
         ok, detail = boot_state(max(10.0, timeout_s - (time.monotonic() - started)))
         record("system", ok, detail)

@@ -7,10 +7,12 @@ first.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.board import BoardProfile
+from edge.files import sha256_file
 from edge.inference.registry import ModelRegistry
 from images import vosk_source
 from images.app import install_application
@@ -62,6 +65,7 @@ class BuildReport:
     rootfs_cached: bool = False
     stages_s: dict[str, float] = field(default_factory=dict)
     sizes_bytes: dict[str, int] = field(default_factory=dict)
+    tree_sha256: dict[str, str] = field(default_factory=dict)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -79,6 +83,7 @@ class BuildReport:
             "stages_s": self.stages_s,
             "total_s": round(sum(self.stages_s.values()), 1),
             "sizes_bytes": self.sizes_bytes,
+            "tree_sha256": self.tree_sha256,
         }
 
 
@@ -175,6 +180,30 @@ def check_fits(name: str, folder: Path, size_mib: int) -> int:
             f"{int(used * 1.3 / 2**20) + 64}",
         )
     return used
+
+
+def tree_digest(folder: Path) -> str:
+    """Content hash of a tree: every path with its type, mode, owner and content (or link
+    target, or device numbers); not its times. Two builds of the same inputs compare on it."""
+    digest = hashlib.sha256()
+    for current, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted([*dirs, *files]):
+            path = Path(current) / name
+            info = path.lstat()
+            relative = path.relative_to(folder).as_posix()
+            if stat.S_ISLNK(info.st_mode):
+                detail = os.readlink(path)
+            elif stat.S_ISREG(info.st_mode):
+                detail = sha256_file(path)
+            elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
+                detail = f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}"
+            else:
+                detail = ""
+            digest.update(
+                f"{relative}\0{info.st_mode:o}\0{info.st_uid}:{info.st_gid}\0{detail}\n".encode()
+            )
+    return digest.hexdigest()
 
 
 def clamp_times(folder: Path, epoch: int) -> None:
@@ -285,8 +314,9 @@ def build_image(
         shutil.rmtree(boot, ignore_errors=True)
         shutil.move(boot_files(tree.root, layout), boot)
         (tree.root / BOOT_MOUNT).mkdir()
-        for folder in (tree.root, tree.data, boot):
+        for name, folder in (("root", tree.root), ("data", tree.data), ("boot", boot)):
             clamp_times(folder, epoch)
+            report.tree_sha256[name] = tree_digest(folder)
     with report.stage("partitions and disk image"):
         for name, folder in (("root", tree.root), ("data", tree.data), ("boot", boot)):
             report.sizes_bytes[f"{name}_files"] = check_fits(
@@ -306,6 +336,7 @@ def build_image(
             for p in layout.partitions
         }
         manifest["board"] = board.name
+        manifest["tree_sha256"] = report.tree_sha256
         write_outputs(image, manifest, digest, compress=compress)
     report.sizes_bytes["image"] = image.stat().st_size
     xz = image.with_name(f"{image.name}.xz")

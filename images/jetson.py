@@ -22,6 +22,7 @@ from images.build import (
     prepare_tree,
     start_build,
     tree_bytes,
+    tree_digest,
 )
 from images.outputs import build_manifest, cyclonedx_sbom
 from images.run import ToolError, run
@@ -95,6 +96,7 @@ def build_jetson_bundle(recipe_path: Path, out_dir: Path, cache_dir: Path) -> Bu
     tree = prepare_tree(recipe, board, None, cache_dir, work, report, epoch)
     with report.stage("rootfs tarball and flash bundle"):
         clamp_times(tree.root, epoch)
+        report.tree_sha256["root"] = tree_digest(tree.root)
         models_bytes = tree_bytes(tree.data / "models")
         data_bytes = tree_bytes(tree.data) - models_bytes
         rootfs_bytes = tree_bytes(tree.root) - tree_bytes(tree.root / DATA_MOUNT)
@@ -120,6 +122,7 @@ def build_jetson_bundle(recipe_path: Path, out_dir: Path, cache_dir: Path) -> Bu
         partial.replace(tarball)
         manifest = build_manifest(digest, tree.components, tarball, epoch)
         manifest["board"] = board.name
+        manifest["tree_sha256"] = report.tree_sha256
         manifest["l4t_release"] = board.l4t.release if board.l4t else None
         (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         (bundle / "sbom.cdx.json").write_text(

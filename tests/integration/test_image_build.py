@@ -101,6 +101,18 @@ def test_outputs_are_complete_and_their_checksums_match(built_image: Path) -> No
     assert report["sizes_bytes"]["image"] == built_image.stat().st_size
 
 
+def test_sbom_is_valid_cyclonedx_and_matches_the_manifest(built_image: Path) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    sbom_text = (built_image.parent / "sbom.cdx.json").read_text()
+    errors = JsonStrictValidator(SchemaVersion.V1_6).validate_str(sbom_text)
+    assert errors is None, errors
+    manifest = json.loads((built_image.parent / "manifest.json").read_text())
+    counted = len(manifest["debian_packages"]) + len(manifest["wheels"]) + len(manifest["models"])
+    assert len(json.loads(sbom_text)["components"]) == counted
+
+
 def test_partition_table_and_file_systems_are_clean(
     built_image: Path, partitions: dict[str, Path]
 ) -> None:
@@ -227,6 +239,8 @@ def test_image_boots_serves_health_passes_its_selftest_and_publishes_to_the_host
         )
         assert "MOLTBOT-SELFTEST: ok reference inference" in console
         assert "MOLTBOT-SELFTEST: ok system: running" in console  # booted, no failed unit
+        data_mib = re.search(r"ok storage: /var/lib/moltbot (\d+) MiB", console)
+        assert data_mib and int(data_mib.group(1)) > 1400, "first boot did not grow the data fs"
 
         base = f"http://127.0.0.1:{boot.api_port}"
         with urllib.request.urlopen(f"{base}/healthz", timeout=30) as response:  # noqa: S310

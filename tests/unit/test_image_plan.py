@@ -128,3 +128,22 @@ def test_every_shipped_recipe_validates(tmp_path: Path) -> None:
     for recipe in sorted((REPO / "images/recipes").glob("*.yaml")):
         parsed, board = load_recipe(recipe, base_dir=REPO)
         assert parsed.board == board.name
+
+
+def test_tree_digest_follows_content_modes_and_links_not_times(tmp_path: Path) -> None:
+    import os
+
+    from images.build import tree_digest
+
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/hostname").write_text("moltbot\n")
+    (tree / "link").symlink_to("etc/hostname")
+    first = tree_digest(tree)
+    os.utime(tree / "etc/hostname", (1, 1))
+    assert tree_digest(tree) == first
+    (tree / "etc/hostname").chmod(0o600)
+    assert tree_digest(tree) != first
+    (tree / "etc/hostname").chmod(0o644)
+    (tree / "etc/hostname").write_text("other\n")
+    assert tree_digest(tree) != first
