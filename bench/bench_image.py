@@ -2,9 +2,10 @@
 the cache, as after an application-only change), image size raw / .xz, and boot to /healthz
 under qemu-system-aarch64 -M virt (TCG) with the self-test's verdict. Needs root.
 
-    python bench/bench_image.py [--cold]
+    python bench/bench_image.py [--cold] [--repro]
 
-``--cold`` builds into a fresh cache first (adds the full mmdebstrap stage, minutes). The
+``--cold`` builds into a fresh cache first (adds the full mmdebstrap stage, minutes);
+``--repro`` builds the rootfs twice more from scratch and compares the bytes. The
 figures that survive a noisy machine are the ratios: cached / cold build time, .xz / raw size.
 Writes bench/results/image.json.
 """
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -47,7 +49,7 @@ def boot(image: Path, workdir: Path) -> dict[str, object]:
     site = workdir / "site.yaml"
     site.write_text(yaml.safe_dump({"uplink": {"host": HOST_FROM_GUEST, "port": broker.port}}))
     copy = workdir / "boot.img"
-    copy.write_bytes(image.read_bytes())
+    shutil.copyfile(image, copy)
     configure_image(copy, site)
     qemu = QemuBoot(copy, workdir, api_port=free_port())
     qemu.start()
@@ -74,9 +76,37 @@ def boot(image: Path, workdir: Path) -> dict[str, object]:
     }
 
 
+def rootfs_twice(work: Path) -> dict[str, object]:
+    """Two cold rootfs builds from the same inputs and SOURCE_DATE_EPOCH: same bytes?"""
+    from edge.files import sha256_file  # noqa: PLC0415
+    from images.build import layout_for, rootfs_spec, source_date_epoch, tree_digest  # noqa: PLC0415
+    from images.recipe import load_recipe, recipe_hash  # noqa: PLC0415
+    from images.rootfs import build_rootfs, extract_rootfs  # noqa: PLC0415
+
+    epoch = source_date_epoch()
+    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    recipe, board = load_recipe(RECIPE, base_dir=ROOT)
+    layout = layout_for(recipe, recipe_hash(recipe), board.partitions)
+    spec = rootfs_spec(recipe, board.boot_medium, layout.partuuid("root"), epoch)
+    found = []
+    for run in (1, 2):
+        tarball, _ = build_rootfs(spec, work / f"repro-cache-{run}")
+        extract_rootfs(tarball, work / f"repro-tree-{run}")
+        found.append((sha256_file(tarball), tree_digest(work / f"repro-tree-{run}")))
+    return {
+        "tarball_sha256": [f[0] for f in found],
+        "tree_sha256": [f[1] for f in found],
+        "identical_tarballs": found[0][0] == found[1][0],
+        "identical_trees": found[0][1] == found[1][1],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cold", action="store_true", help="build once into an empty cache")
+    parser.add_argument(
+        "--repro", action="store_true", help="also build the rootfs twice, cold, and compare"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if os.geteuid() != 0:
@@ -90,6 +120,8 @@ def main() -> None:
         results["cached"] = build(cache, work / "out")
         image = next((work / "out").glob("*.img"))
         results["boot"] = boot(image, work)
+        if args.repro:
+            results["rootfs_reproducibility"] = rootfs_twice(work)
     cached = results["cached"]
     assert isinstance(cached, dict)
     sizes = cached["sizes_bytes"]

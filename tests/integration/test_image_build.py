@@ -239,6 +239,7 @@ def test_image_boots_serves_health_passes_its_selftest_and_publishes_to_the_host
         )
         assert "MOLTBOT-SELFTEST: ok reference inference" in console
         assert "MOLTBOT-SELFTEST: ok system: running" in console  # booted, no failed unit
+        assert "line3-press login:" in console, "the site file's host name was not applied"
         data_mib = re.search(r"ok storage: /var/lib/moltbot (\d+) MiB", console)
         assert data_mib and int(data_mib.group(1)) > 1400, "first boot did not grow the data fs"
 
