@@ -174,3 +174,13 @@ def test_project_ships_the_recipes_models_with_their_sha256(project: Path) -> No
             ["sha256sum", str(file)], capture_output=True, text=True, check=True
         )
         assert re.match(entry["sha256"], digest.stdout)
+
+
+def test_generate_refuses_to_replace_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not a project this command made"):
+        generate(RECIPE, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    project = generate(RECIPE, tmp_path / "fleet")
+    assert generate(RECIPE, project) == project  # its own project is regenerated in place
