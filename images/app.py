@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +63,40 @@ def _target_flags() -> list[str]:
     ]
 
 
+# Never copied into the wheel's build tree: caches, outputs, an old setuptools build/ folder
+# (whose stale modules would otherwise land in the wheel), tests and benchmarks.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    "cache",
+    "out",
+    "tests",
+    "bench",
+)
+
+
+def build_own_wheel(wheelhouse: Path) -> Path:
+    """This repo's wheel, built from a clean copy of the source so it holds exactly the
+    packages in the tree (setuptools reuses an in-tree build/ folder, stale files included)."""
+    with tempfile.TemporaryDirectory(prefix="moltbot-wheel-") as scratch:
+        source = Path(scratch) / "src"
+        shutil.copytree(REPO_ROOT, source, ignore=NOT_SOURCE, symlinks=True)
+        _pip("wheel", "--no-deps", "-q", "-w", wheelhouse, source, step="build the moltbot wheel")
+    return next(wheelhouse.glob("moltbot_edge-*.whl"))
+
+
 def build_wheelhouse(wheelhouse: Path) -> tuple[str, ...]:
     """This package as a wheel, source-only dependencies as wheels, everything else downloaded
     for the target. Reused between builds (pip skips files already there)."""
     wheelhouse.mkdir(parents=True, exist_ok=True)
     for stale in wheelhouse.glob("moltbot_edge-*.whl"):
         stale.unlink()
-    _pip("wheel", "--no-deps", "-q", "-w", wheelhouse, REPO_ROOT, step="build the moltbot wheel")
+    build_own_wheel(wheelhouse)
     wanted = requirements()
     for name in SOURCE_ONLY:
         if not list(wheelhouse.glob(f"{name}-*.whl")):

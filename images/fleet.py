@@ -23,7 +23,7 @@ from edge import __version__
 from edge.board import BoardProfile, load_board_profiles
 from edge.config.model import MoltbotConfig
 from edge.errors import InputError
-from images.app import REPO_ROOT, SOURCE_ONLY
+from images.app import REPO_ROOT, SOURCE_ONLY, build_own_wheel
 from images.outputs import models as model_components
 from images.recipe import Recipe, load_recipe, recipe_hash
 from images.run import run
@@ -44,7 +44,10 @@ FLEET_VARIABLES: tuple[tuple[str, str], ...] = (
 DOCKERFILE_TEMPLATE = """\
 # Moltbot Edge on balena: one template for every device type of the fleet.
 # %%BALENA_MACHINE_NAME%% picks balena's base image for the device; %%BALENA_ARCH%% is recorded.
-FROM balenalib/%%BALENA_MACHINE_NAME%%-debian-python:3.11-bookworm-build AS build
+# BUILD_BASE / RUN_BASE may be overridden (--build-arg) to build from locally made bases.
+ARG BUILD_BASE=balenalib/%%BALENA_MACHINE_NAME%%-debian-python:3.11-bookworm-build
+ARG RUN_BASE=balenalib/%%BALENA_MACHINE_NAME%%-debian-python:3.11-bookworm-run
+FROM ${{BUILD_BASE}} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/moltbot/venv \\
@@ -53,8 +56,10 @@ RUN python3 -m venv /opt/moltbot/venv \\
     && /opt/moltbot/venv/bin/python -m compileall -q /opt/moltbot/venv \\
     && echo "%%BALENA_ARCH%%" > /opt/moltbot/arch
 
-FROM balenalib/%%BALENA_MACHINE_NAME%%-debian-python:3.11-bookworm-run
-RUN install_packages libportaudio2 alsa-utils ca-certificates
+FROM ${{RUN_BASE}}
+RUN apt-get update \\
+    && apt-get install -y --no-install-recommends libportaudio2 alsa-utils ca-certificates \\
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/moltbot /opt/moltbot
 COPY models/ /opt/moltbot/seed/models/
 COPY manifest.json /opt/moltbot/manifest.json
@@ -173,6 +178,7 @@ def generate(recipe_path: Path, out: Path, device_types: tuple[str, ...] | None 
         shutil.rmtree(out)
     service_dir = out / SERVICE
     (service_dir / "wheels").mkdir(parents=True)
+    build_own_wheel(service_dir / "wheels")
     run(
         [
             sys.executable,
@@ -183,10 +189,9 @@ def generate(recipe_path: Path, out: Path, device_types: tuple[str, ...] | None 
             "-q",
             "-w",
             service_dir / "wheels",
-            REPO_ROOT,
             *SOURCE_ONLY,
         ],
-        step="build the moltbot wheel for the fleet project",
+        step="build the wheels of source-only dependencies for the fleet project",
     )
     for ref in recipe.models:
         manifest = json.loads((REPO_ROOT / ref.path / "manifest.json").read_text())

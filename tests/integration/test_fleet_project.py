@@ -130,10 +130,14 @@ def test_template_expands_to_a_two_stage_dockerfile_for_each_device_type(
     assert "%%" not in "".join(c.original for c in commands)
     stages = [c for c in commands if c.cmd == "FROM"]
     assert len(stages) == 2
-    assert stages[0].value[0].startswith(f"balenalib/{device_type}-") and stages[0].value[
-        0
-    ].endswith("-build")
-    assert stages[1].value[0].endswith("-run"), "the final stage must not carry build tools"
+    defaults = dict(
+        c.value[0].split("=", 1) for c in commands[: commands.index(stages[0])] if c.cmd == "ARG"
+    )
+    build_base, run_base = (
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], stage.value[0]) for stage in stages
+    )
+    assert build_base.startswith(f"balenalib/{device_type}-") and build_base.endswith("-build")
+    assert run_base.endswith("-run"), "the final stage must not carry build tools"
     final = commands[commands.index(stages[1]) :]
     assert any(c.cmd == "COPY" and "--from=build" in c.flags for c in final)
     for copy in (c for c in commands if c.cmd == "COPY" and not c.flags):

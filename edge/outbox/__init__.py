@@ -1,0 +1,1 @@
+"""The store-and-forward outbox: durable queue, clock, retention and eviction."""
