@@ -10,11 +10,13 @@ BOARD ?= rpi4b
 # Debian packages the test suite uses: a real MQTT broker and its clients, promtool (in
 # prometheus) to lint /metrics, systemd-analyze (in systemd) to verify the unit, openssl for
 # test certificates, espeak-ng + sox for test speech, the image tools (the suite builds the Pi
-# image and both Jetson bundles) and qemu-system-arm for the boot test.
+# image and both Jetson bundles), qemu-system-arm for the boot test, podman to build the fleet
+# project's Pi service image for arm64.
 TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl \
 	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins \
 	fdisk dosfstools mtools e2fsprogs bmap-tools faketime \
-	mmdebstrap qemu-user-static binfmt-support arch-test xz-utils zstd tar qemu-system-arm
+	mmdebstrap qemu-user-static binfmt-support arch-test xz-utils zstd tar qemu-system-arm \
+	podman
 # Debian packages `make image` uses: mmdebstrap + qemu-user-static (binfmt_misc) for the arm64
 # root file system, the disk tools, bmaptool, xz, libfaketime for reproducible time stamps.
 IMAGE_HOST_PACKAGES := mmdebstrap qemu-user-static binfmt-support arch-test \

@@ -58,6 +58,20 @@ def wait_http(url: str, timeout_s: float, *, want: int = 200) -> tuple[bool, str
     return False, last
 
 
+def service_log_tail(lines: int = 25) -> list[str]:
+    """The appliance's last journal lines, to say why it does not answer (on the console)."""
+    journalctl = shutil.which("journalctl")
+    if journalctl is None:
+        return []
+    out = subprocess.run(  # noqa: S603 - fixed argv
+        [journalctl, "-u", "moltbot.service", "-n", str(lines), "--no-pager", "-o", "cat"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.splitlines()
+
+
 def boot_state(timeout_s: float) -> tuple[bool, str]:
     """Wait for the boot to finish; a unit that failed fails the gate (by name)."""
     systemctl = shutil.which("systemctl")
@@ -140,6 +154,9 @@ def run_selftest(
     if config.api.enabled:
         ok, detail = wait_http(f"{base}/healthz", timeout_s)
         record("healthz", ok, f"{time.monotonic() - started:.1f} s: {detail[:120]}")
+        if not ok:
+            for line in service_log_tail():
+                emit(f"{PREFIX} log moltbot.service: {line}")
         ok, detail = wait_http(f"{base}/readyz", max(5.0, timeout_s - (time.monotonic() - started)))
         record("readyz", ok, _summary(detail))
     if config.inference.enabled:
