@@ -16,7 +16,7 @@ TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl \
 	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins \
 	fdisk dosfstools mtools e2fsprogs bmap-tools faketime \
 	mmdebstrap qemu-user-static binfmt-support arch-test xz-utils zstd tar qemu-system-arm \
-	podman
+	podman buildah
 # Debian packages `make image` uses: mmdebstrap + qemu-user-static (binfmt_misc) for the arm64
 # root file system, the disk tools, bmaptool, xz, libfaketime for reproducible time stamps.
 IMAGE_HOST_PACKAGES := mmdebstrap qemu-user-static binfmt-support arch-test \

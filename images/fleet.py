@@ -58,7 +58,8 @@ RUN python3 -m venv /opt/moltbot/venv \\
 
 FROM ${{RUN_BASE}}
 RUN apt-get update \\
-    && apt-get install -y --no-install-recommends libportaudio2 alsa-utils ca-certificates \\
+    && apt-get install -y --no-install-recommends \\
+        libportaudio2 libatomic1 alsa-utils ca-certificates \\
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/moltbot /opt/moltbot
 COPY models/ /opt/moltbot/seed/models/

@@ -45,6 +45,7 @@ BASE_PACKAGES = (
     "e2fsprogs",
     "dosfstools",
     "libportaudio2",
+    "libatomic1",  # vosk's libvosk.so links it
     "alsa-utils",
     "wpasupplicant",
 )
