@@ -10,17 +10,24 @@ BOARD ?= rpi4b
 # Debian packages the test suite uses: a real MQTT broker and its clients, promtool (in
 # prometheus) to lint /metrics, systemd-analyze (in systemd) to verify the unit, openssl for
 # test certificates, espeak-ng + sox for test speech, the image tools (the suite builds the Pi
-# image and both Jetson bundles), qemu-system-arm for the boot test, podman to build the fleet
+# image and both Jetson bundles), QEMU 10 from bookworm-backports for the boot tests (its
+# raspi4b machine boots the image from an emulated SD card; Debian 12's QEMU 7.2 has none),
+# device-tree-compiler and cpio for the boot-path check's tests, podman to build the fleet
 # project's Pi service image for arm64.
+QEMU_BACKPORTS := qemu-system-arm/bookworm-backports qemu-system-common/bookworm-backports \
+	qemu-system-data/bookworm-backports
+# e2fsprogs >= 1.47.1 stamps every inode it writes with SOURCE_DATE_EPOCH (1.47.0 copies the
+# staged files' change times): the images' file systems are then byte-identical between builds.
+E2FSPROGS_BACKPORTS := e2fsprogs/bookworm-backports libext2fs2/bookworm-backports
 TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl \
 	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins \
-	fdisk dosfstools mtools e2fsprogs bmap-tools faketime \
-	mmdebstrap qemu-user-static binfmt-support arch-test xz-utils zstd tar qemu-system-arm \
-	podman buildah
+	fdisk dosfstools mtools $(E2FSPROGS_BACKPORTS) bmap-tools faketime \
+	mmdebstrap qemu-user-static binfmt-support arch-test xz-utils zstd tar $(QEMU_BACKPORTS) \
+	device-tree-compiler cpio podman buildah
 # Debian packages `make image` uses: mmdebstrap + qemu-user-static (binfmt_misc) for the arm64
 # root file system, the disk tools, bmaptool, xz, libfaketime for reproducible time stamps.
 IMAGE_HOST_PACKAGES := mmdebstrap qemu-user-static binfmt-support arch-test \
-	fdisk dosfstools mtools e2fsprogs bmap-tools faketime xz-utils zstd systemd tar
+	fdisk dosfstools mtools $(E2FSPROGS_BACKPORTS) bmap-tools faketime xz-utils zstd systemd tar
 RECIPE ?= images/recipes/$(BOARD).yaml
 IMAGE_ARGS ?=
 PYTEST_ARGS ?=
@@ -44,7 +51,7 @@ host-deps:  ## install the Debian packages the tests need
 	bash scripts/install-host-deps.sh $(TEST_HOST_PACKAGES)
 
 test: venv host-deps  ## set everything up and run the whole test suite
-	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not gpu" --durations=25 $(PYTEST_ARGS)
 
 lint: venv  ## ruff
 	$(BIN)/ruff check edge images hw tests bench scripts models

@@ -67,6 +67,16 @@ class L4tSpec(_Strict):
     root_device: str = Field("internal", description="flash target (internal = eMMC)")
 
 
+class BootDeviceSpec(_Strict):
+    """Where the kernel finds the root file system on this board, for the image build's check
+    that the initramfs holds every driver that device depends on (images/boot_path.py)."""
+
+    node: str = Field(description="the boot device's device-tree node path or alias")
+    device_trees: list[str] = Field(
+        min_length=1, description="DTB files the image ships for this board (boot partition)"
+    )
+
+
 class BoardProfile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     description: str
@@ -83,6 +93,9 @@ class BoardProfile(_Strict):
     partitions: PartitionSizes
     balena_device_type: str | None = Field(None, description="balena device type slug")
     l4t: L4tSpec | None = None
+    boot_device: BootDeviceSpec | None = Field(
+        None, description="checked against the image's own DTB and initramfs at build time"
+    )
 
 
 @dataclass(frozen=True)

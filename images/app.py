@@ -31,7 +31,8 @@ TARGET_PLATFORMS = (
     "manylinux2014_aarch64",
 )
 SOURCE_ONLY = ("srt",)
-EXTRAS = ("voice",)
+# Every image: voice (Vosk), USB cameras (OpenCV headless), Sparkplug B payloads (protobuf).
+EXTRAS = ("voice", "camera", "sparkplug")
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ def install_application(root: Path, wheelhouse: Path) -> InstalledApp:
     )
     # pip --target writes console scripts with this host's interpreter; the venv gets its own.
     shutil.rmtree(site / "bin", ignore_errors=True)
+    normalise_records(site)
     entry = bin_dir / "moltbot"
     entry.write_text(
         f"#!/{VENV}/bin/python3\nimport sys\n\nfrom edge.cli import main\n\nsys.exit(main())\n"
@@ -177,3 +179,24 @@ def install_application(root: Path, wheelhouse: Path) -> InstalledApp:
         step="byte-compile the application",
     )
     return InstalledApp(site, wanted)
+
+
+def normalise_records(site: Path) -> None:
+    """Make the installed metadata the same whoever builds it, and true to what is installed.
+
+    ``direct_url.json`` records the wheel's path on the build host (PEP 610; for a wheel from a
+    local wheelhouse it says nothing a device can use), and each RECORD lists the console
+    scripts pip wrote outside site-packages with this host's interpreter in their shebang —
+    files the image does not ship. Both go, and the RECORDs list what is there.
+    """
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        info = record.parent
+        (info / "direct_url.json").unlink(missing_ok=True)
+        lines = record.read_text().splitlines()
+        kept = [
+            line
+            for line in lines
+            if not line.startswith("../") and not line.startswith(f"{info.name}/direct_url.json,")
+        ]
+        if kept != lines:
+            record.write_text("\n".join(kept) + "\n")

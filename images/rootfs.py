@@ -24,7 +24,7 @@ from images.run import ToolError, require, run
 logger = logging.getLogger(__name__)
 
 # Bump when the hooks below change what lands in the tree.
-ROOTFS_FORMAT = 3
+ROOTFS_FORMAT = 4
 # Every image: init, networking, time, SSH (keys only), Python for the application venv, tools
 # that first boot uses to grow the data partition.
 BASE_PACKAGES = (
@@ -51,15 +51,30 @@ BASE_PACKAGES = (
 )
 # Per boot medium: what boots the board. A Pi boots Debian's kernel through the Pi firmware on a
 # FAT partition; a Jetson's kernel and boot chain come from NVIDIA's BSP at flash time.
+# zstd: initramfs-tools falls back to gzip, silently, when the compressor is not in the tree.
 BOOT_PACKAGES: dict[str, tuple[str, ...]] = {
-    "sd": ("linux-image-arm64", "raspi-firmware", "initramfs-tools", "firmware-brcm80211"),
+    "sd": (
+        "linux-image-arm64",
+        "raspi-firmware",
+        "initramfs-tools",
+        "zstd",
+        "firmware-brcm80211",
+    ),
     "emmc": (),
-    "disk": ("linux-image-arm64", "initramfs-tools"),
+    "disk": ("linux-image-arm64", "initramfs-tools", "zstd"),
 }
+# What the root device needs before /lib/modules is reachable. The Pi 4's SD slot (emmc2) asks
+# for two regulators whose drivers Debian builds as modules (the firmware GPIO expander that
+# switches them is built in): without them the MMC core defers its probe forever and the boot
+# stops at "Gave up waiting for root file system device". The build checks this list against
+# the board's own DTB and the kernel's modules.alias (images/boot_path.py) and fails when a
+# driver on the boot device's path is missing.
 INITRAMFS_MODULES = (
     "mmc_block",
     "sdhci_iproc",
     "sdhci_pltfm",
+    "fixed",  # regulator-fixed: emmc2's vmmc-supply
+    "gpio-regulator",  # regulator-gpio: emmc2's vqmmc-supply (1.8/3.3 V signalling)
     "ext4",
     "virtio_blk",
     "virtio_pci",
@@ -105,7 +120,9 @@ class RootfsSpec:
         modules = "\\n".join(INITRAMFS_MODULES)
         essential = [
             'mkdir -p "$1/etc/initramfs-tools/conf.d"',
-            "printf 'MODULES=list\\nCOMPRESS=zstd\\n' "
+            # FSTYPE: the fsck hook cannot detect the root's type inside a build chroot, and
+            # without it leaves fsck out, so the root was never checked before mounting.
+            "printf 'MODULES=list\\nCOMPRESS=zstd\\nFSTYPE=ext4\\n' "
             '> "$1/etc/initramfs-tools/conf.d/moltbot.conf"',
             f"printf '{modules}\\n' > \"$1/etc/initramfs-tools/modules\"",
             # Build no initramfs while packages install; once, at the end (customize).

@@ -37,6 +37,9 @@ PACKAGE_OF = {
     "mmdebstrap": "mmdebstrap",
     "qemu-system-aarch64": "qemu-system-arm",
     "faketime": "faketime",
+    "fdtput": "device-tree-compiler",
+    "dtc": "device-tree-compiler",
+    "zstd": "zstd",
 }
 # Tools that stamp the current time into what they write. With SOURCE_DATE_EPOCH set they run
 # under libfaketime at that instant, so two builds of the same inputs give the same bytes
@@ -79,7 +82,7 @@ def run(
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
     if tool in TIME_STAMPING and epoch.isdigit():
         frozen = datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%d %H:%M:%S")
-        argv = [require("faketime"), frozen, *argv]
+        argv = [require("faketime"), "-f", frozen, *argv]
         env = os.environ | {"TZ": "UTC"}
     if stream:
         return _run_streaming(argv, step=step, cwd=cwd, env=env)

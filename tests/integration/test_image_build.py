@@ -2,8 +2,8 @@
 statically with the real tools and booted under qemu-system-aarch64 -M virt.
 
 The build runs once per session (tens of minutes cold, a few with the rootfs cached under
-$MOLTBOT_IMAGE_CACHE or images/cache/). MOLTBOT_TEST_IMAGE_DIR points the tests at an image
-already built (e.g. by `make image`) instead.
+$MOLTBOT_IMAGE_CACHE or ~/.cache/moltbot-image, the cache `make image` uses too).
+MOLTBOT_TEST_IMAGE_DIR points the tests at an image already built (e.g. by `make image`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,27 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
+from images.boot_path import (
+    KernelModules,
+    check_boot_path,
+    initramfs_compression,
+    initramfs_modules,
+    read_initramfs_listing,
+)
 from images.configure import configure_image
+from images.devicetree import DeviceTree
 from images.disk import read_table
 from images.qemu import HOST_FROM_GUEST, QemuBoot
 from tests.support.collector import Collector
 from tests.support.mosquitto import MosquittoBroker, free_port
+from tests.support.speech import speak
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(3600)]
 REPO = Path(__file__).parents[2]
@@ -46,13 +56,15 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from images.build import build_image
 
     out = tmp_path_factory.mktemp("image-out")
-    cache = Path(os.environ.get("MOLTBOT_IMAGE_CACHE", REPO / "images" / "cache"))
+    from images.rootfs import default_cache_dir
+
+    cache = default_cache_dir()  # shared with `make image`: the rootfs is built once
     report = build_image(RECIPE, out, cache)
     return report.image
 
 
 def partition_bytes(image: Path, index: int, target: Path) -> Path:
-    entry = read_table(image)["partitions"][index]  # type: ignore[index]
+    entry = read_table(image)["partitions"][index]
     with image.open("rb") as source, target.open("wb") as out:
         source.seek(entry["start"] * SECTOR)
         remaining = entry["size"] * SECTOR
@@ -118,7 +130,7 @@ def test_partition_table_and_file_systems_are_clean(
 ) -> None:
     table = read_table(built_image)
     assert table["label"] == "dos"
-    assert [p["type"] for p in table["partitions"]] == ["c", "83", "83"]  # type: ignore[index]
+    assert [p["type"] for p in table["partitions"]] == ["c", "83", "83"]
     subprocess.run(["fsck.vfat", "-n", str(partitions["boot"])], check=True, capture_output=True)
     for name in ("root", "data"):
         subprocess.run(["e2fsck", "-fn", str(partitions[name])], check=True, capture_output=True)
@@ -155,6 +167,109 @@ def test_boot_partition_boots_the_images_kernel_from_the_real_root_partuuid(
     assert "/var/lib/moltbot  ext4" in fstab
 
 
+def test_application_stage_is_identical_from_two_build_directories(
+    built_image: Path, tmp_path: Path
+) -> None:
+    """The venv (scripts, RECORDs, .pyc, metadata) built twice, at different depths and in
+    different folders, compared file by file: the first difference is named."""
+    from images.app import install_application
+    from images.build import tree_digest
+    from images.rootfs import default_cache_dir
+
+    roots = [tmp_path / "one" / "root", tmp_path / "two" / "deeper" / "root"]
+    for root in roots:
+        root.mkdir(parents=True)
+        install_application(root, default_cache_dir() / "wheels")
+    first, second = ({p.relative_to(r): p for p in sorted(r.rglob("*"))} for r in roots)
+    assert first.keys() == second.keys(), sorted(set(first) ^ set(second))[:5]
+    for relative, path in first.items():
+        other = second[relative]
+        if path.is_symlink() or other.is_symlink():
+            assert os.readlink(path) == os.readlink(other), relative
+        elif path.is_file():
+            assert path.read_bytes() == other.read_bytes(), f"first difference: {relative}"
+    assert tree_digest(roots[0]) == tree_digest(roots[1])
+
+
+def test_a_second_build_from_the_cached_rootfs_is_byte_identical(
+    built_image: Path, tmp_path: Path
+) -> None:
+    """Same commit, same recipe, same cached rootfs, staged in another folder: same sha256."""
+    if os.environ.get("MOLTBOT_TEST_IMAGE_DIR"):
+        pytest.skip("compares with the image this session built (MOLTBOT_TEST_IMAGE_DIR is set)")
+    from edge.files import sha256_file
+    from images.build import build_image
+    from images.reproducible import first_byte_difference
+    from images.rootfs import default_cache_dir
+
+    again = build_image(
+        RECIPE, tmp_path / "out", default_cache_dir(), compress=False, work_dir=tmp_path / "w"
+    )
+    assert again.rootfs_cached
+    first = json.loads((built_image.parent / "build-report.json").read_text())
+    assert again.tree_sha256 == first["tree_sha256"]
+    assert sha256_file(again.image) == sha256_file(built_image), first_byte_difference(
+        built_image, again.image
+    )
+
+
+def boot_file(partition: Path, name: str, target: Path) -> Path:
+    subprocess.run(["mcopy", "-o", "-i", str(partition), f"::{name}", str(target)], check=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def initrd(partitions: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = mtype(partitions["boot"], "config.txt")
+    name = re.search(r"^initramfs (\S+)", config, re.MULTILINE)
+    assert name, config
+    return boot_file(partitions["boot"], name.group(1), tmp_path_factory.mktemp("initrd") / "i")
+
+
+def test_initramfs_is_zstd_and_holds_fsck_for_the_ext4_root(initrd: Path) -> None:
+    assert initramfs_compression(initrd) == "zstd"
+    names = {entry.rsplit("/", 1)[-1] for entry in read_initramfs_listing(initrd)}
+    assert {"fsck", "fsck.ext4", "e2fsck", "logsave"} <= names, sorted(names)
+
+
+@pytest.mark.parametrize(
+    "dtb", ["bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb"]
+)
+def test_every_driver_on_the_sd_cards_device_tree_path_is_in_the_initramfs_or_built_in(
+    partitions: dict[str, Path], initrd: Path, tmp_path: Path, dtb: str
+) -> None:
+    """The shipped DTB, the shipped kernel's module index, the shipped initramfs: the same
+    check the build runs, repeated on the finished image."""
+    listing = read_initramfs_listing(initrd)
+    in_initramfs = initramfs_modules(listing)
+    assert {"fixed", "gpio_regulator", "sdhci_iproc"} <= in_initramfs
+    version = next(
+        e.split("/")[-2] for e in listing if e.endswith("/modules.dep") and "/modules/" in e
+    )
+    modules = tmp_path / version
+    modules.mkdir()
+    for name in ("modules.alias", "modules.builtin", "modules.builtin.modinfo"):
+        (modules / name).write_bytes(
+            debugfs_cat(partitions["root"], f"/usr/lib/modules/{version}/{name}")
+        )
+    tree = DeviceTree.read(boot_file(partitions["boot"], dtb, tmp_path / dtb))
+    statuses = check_boot_path(
+        tree, "/emmc2bus/mmc@7e340000", KernelModules.read(modules), in_initramfs
+    )
+    where = {s.path: s.where for s in statuses}
+    assert where["/sd_vcc_reg"] == where["/sd_io_1v8_reg"] == "initramfs"
+    assert where["/emmc2bus/mmc@7e340000"] == "initramfs"
+
+
+def test_build_report_lists_the_boot_path_it_checked(built_image: Path) -> None:
+    report = json.loads((built_image.parent / "build-report.json").read_text())
+    checked = {entry["device_tree"]: entry for entry in report["boot_path"]}
+    assert set(checked) == {"bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb"}
+    pi4 = checked["bcm2711-rpi-4-b.dtb"]
+    assert pi4["compression"] == "zstd"
+    assert any(line.startswith("initramfs") and "/sd_vcc_reg" in line for line in pi4["drivers"])
+
+
 def test_manifest_sha256s_match_the_files_inside_the_image(
     built_image: Path, partitions: dict[str, Path]
 ) -> None:
@@ -171,6 +286,19 @@ def test_manifest_sha256s_match_the_files_inside_the_image(
             partitions["data"], f"/models/defect/1/{registry['variants'][precision]['file']}"
         )
         assert hashlib.sha256(inside).hexdigest() == entry["sha256"]
+
+
+def test_image_carries_the_camera_gpio_and_sparkplug_parts(
+    built_image: Path, partitions: dict[str, Path]
+) -> None:
+    manifest = json.loads((built_image.parent / "manifest.json").read_text())
+    wheels = {w["name"].lower() for w in manifest["wheels"]}
+    assert {"opencv-python-headless", "gpiod", "protobuf"} <= wheels, sorted(wheels)
+    group = debugfs_cat(partitions["root"], "/etc/group").decode()
+    video = next(line for line in group.splitlines() if line.startswith("video:"))
+    assert "moltbot" in video.split(":")[3]
+    rule = debugfs_cat(partitions["root"], "/usr/lib/udev/rules.d/60-moltbot-gpio.rules")
+    assert b'KERNEL=="gpiochip*", GROUP="moltbot"' in rule
 
 
 def test_image_has_no_password_and_no_shared_host_keys(partitions: dict[str, Path]) -> None:
@@ -198,31 +326,105 @@ def defect_frame(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def booted(built_image: Path, tmp_path: Path, mosquitto: MosquittoBroker) -> tuple[QemuBoot, float]:
+def configured_copy(built_image: Path, tmp_path: Path, site: dict[str, object]) -> Path:
     image = tmp_path / "boot.img"
     shutil.copyfile(built_image, image)
     with image.open("r+b") as stream:  # a bigger card: first boot grows the data partition
         stream.truncate(image.stat().st_size + 512 * 2**20)
-    site = tmp_path / "site.yaml"
-    site.write_text(
-        yaml.safe_dump(
-            {
-                "device": {"id": "boot-test-01", "name": "QEMU boot test"},
-                "uplink": {"host": HOST_FROM_GUEST, "port": mosquitto.port, "protocol": "5"},
-                "api": {"token": API_TOKEN},
-                "system": {"hostname": "line3-press"},
-            }
-        )
-    )
-    configure_image(image, site)
-    boot = QemuBoot(image, tmp_path, api_port=free_port())
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(site))
+    configure_image(image, site_file)
+    return image
+
+
+def keep_console(boot: QemuBoot, name: str) -> None:
+    """The serial log as a test artifact under images/out/, kept whatever the outcome."""
+    (REPO / "images" / "out").mkdir(parents=True, exist_ok=True)
+    (REPO / "images" / "out" / name).write_text(boot.console())
+
+
+@pytest.fixture
+def booted(built_image: Path, tmp_path: Path, mosquitto: MosquittoBroker) -> tuple[QemuBoot, float]:
+    site = {
+        "device": {"id": "boot-test-01", "name": "QEMU boot test"},
+        "uplink": {"host": HOST_FROM_GUEST, "port": mosquitto.port, "protocol": "5"},
+        "api": {"token": API_TOKEN},
+        "system": {"hostname": "line3-press"},
+    }
+    boot = QemuBoot(configured_copy(built_image, tmp_path, site), tmp_path, api_port=free_port())
     boot.start()
     yield boot, boot.started_at  # type: ignore[misc]
     boot.stop()
+    keep_console(boot, "last-boot-console.log")
+
+
+def selftest_verdict(boot: QemuBoot, timeout_s: float) -> str:
+    verdict = boot.wait_for(r"MOLTBOT-SELFTEST: (PASS|FAIL)\b", timeout_s=timeout_s)
     console = boot.console()
-    (REPO / "images" / "out").mkdir(parents=True, exist_ok=True)
-    (REPO / "images" / "out" / "last-boot-console.log").write_text(console)
+    assert verdict is not None, f"no self-test verdict; console ends:\n{console[-4000:]}"
+    assert verdict.group(1) == "PASS", "\n".join(
+        line for line in console.splitlines() if "MOLTBOT-SELFTEST" in line
+    )
+    return console
+
+
+def post(url: str, body: bytes, content_type: str, timeout_s: float = 60) -> Any:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url,
+        data=body,
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": content_type},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def check_a_defective_part_is_an_event(base: str, collector: Collector, tmp_path: Path) -> None:
+    frame = defect_frame(tmp_path / "scratch.png").read_bytes()
+    result = post(f"{base}/v1/infer?trigger=true&part_id=SN-0001", frame, "image/png")
+    assert result["label"] == "scratch", result
+    assert collector.wait_for(
+        lambda got: any("/boot-test-01/defect" in m.topic for m in got), 60
+    ), f"no defect event reached the broker: {[m.topic for m in collector.messages]}"
+    event = next(m for m in collector.messages if m.topic.endswith("/defect")).json()
+    # Uploads are parts: the first defective part is an event, carrying its id.
+    assert (event["data"]["class"], event["data"]["part_id"]) == ("scratch", "SN-0001"), event
+
+
+def check_a_spoken_command_is_heard(base: str, collector: Collector, tmp_path: Path) -> None:
+    """Voice in every image: no microphone in QEMU is reported, not fatal; a spoken command
+    (espeak-ng on the host) is recognised on aarch64 by the image's slimmed Vosk model."""
+    with urllib.request.urlopen(f"{base}/readyz", timeout=30) as response:  # noqa: S310
+        ready = json.loads(response.read())
+    assert ready["checks"]["microphone"].startswith("missing"), ready
+    wav = speak("검사 시작", tmp_path / "start.wav").read_bytes()
+    answer = post(f"{base}/v1/asr", wav, "audio/wav", timeout_s=300)
+    [utterance] = answer["utterances"]
+    assert (utterance["text"], utterance["intent"]) == ("검사 시작", "start"), utterance
+    assert utterance["action"] == "start_inspection", utterance
+    assert utterance["result"]["ok"] is True, utterance
+    assert collector.wait_for(
+        lambda got: any(m.topic.endswith("/boot-test-01/voice") for m in got), 60
+    ), f"no voice event reached the broker: {[m.topic for m in collector.messages]}"
+    voice = next(m for m in collector.messages if m.topic.endswith("/voice")).json()
+    assert (voice["data"]["intent"], voice["data"]["text"]) == ("start", "검사 시작"), voice
+
+
+def check_a_power_cut_is_survived(boot: QemuBoot, tmp_path: Path) -> None:
+    """Power cut while the appliance runs: the next boot's initramfs replays the journal and
+    checks the root before mounting it, and the appliance comes back by itself."""
+    boot.power_cut()
+    again = QemuBoot(boot.image, tmp_path, api_port=boot.api_port, log_name="after-cut.log")
+    again.start()
+    try:
+        console = selftest_verdict(again, timeout_s=900)
+        check = console[console.index("Will now check root file system") :][:2000]
+        assert "fsck from util-linux" in check, check
+        assert "recovering journal" in check, check
+        assert "MOLTBOT-SELFTEST: ok reference inference" in console
+    finally:
+        again.stop()
+        keep_console(again, "last-boot-after-power-cut.log")
 
 
 def test_image_boots_serves_health_passes_its_selftest_and_publishes_to_the_host_broker(
@@ -231,15 +433,12 @@ def test_image_boots_serves_health_passes_its_selftest_and_publishes_to_the_host
     boot, started = booted
     collector = Collector("127.0.0.1", mosquitto.port, "moltbot/#", client_id="boot-test")
     try:
-        verdict = boot.wait_for(r"MOLTBOT-SELFTEST: (PASS|FAIL)\b", timeout_s=1500)
-        console = boot.console()
-        assert verdict is not None, f"no self-test verdict; console ends:\n{console[-4000:]}"
-        assert verdict.group(1) == "PASS", "\n".join(
-            line for line in console.splitlines() if "MOLTBOT-SELFTEST" in line
-        )
+        console = selftest_verdict(boot, timeout_s=1500)
         assert "MOLTBOT-SELFTEST: ok reference inference" in console
         assert "MOLTBOT-SELFTEST: ok system: running" in console  # booted, no failed unit
         assert "line3-press login:" in console, "the site file's host name was not applied"
+        assert "fsck not present" not in console
+        assert "Will now check root file system" in console  # the initramfs checks the root
         data_mib = re.search(r"ok storage: /var/lib/moltbot (\d+) MiB", console)
         assert data_mib and int(data_mib.group(1)) > 1400, "first boot did not grow the data fs"
 
@@ -247,27 +446,34 @@ def test_image_boots_serves_health_passes_its_selftest_and_publishes_to_the_host
         with urllib.request.urlopen(f"{base}/healthz", timeout=30) as response:  # noqa: S310
             assert response.status == 200
         healthy_after_s = time.monotonic() - started
-
         assert collector.wait_for(
             lambda got: any(m.topic.endswith("/status") and b"online" in m.payload for m in got),
             60,
         ), "the appliance never announced itself online to the host broker"
-        frame = defect_frame(tmp_path / "scratch.png").read_bytes()
-        request = urllib.request.Request(  # noqa: S310 - loopback
-            f"{base}/v1/infer?trigger=true",
-            data=frame,
-            headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "image/png"},
-            method="POST",
-        )
-        for _ in range(3):  # the default debounce fires on 2 hits out of 3 frames
-            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-                result = json.loads(response.read())
-            assert result["label"] == "scratch", result
-        assert collector.wait_for(
-            lambda got: any("/boot-test-01/defect" in m.topic for m in got), 60
-        ), f"no defect event reached the broker: {[m.topic for m in collector.messages]}"
-        event = next(m for m in collector.messages if m.topic.endswith("/defect")).json()
-        assert event["data"]["class"] == "scratch", event
+        check_a_defective_part_is_an_event(base, collector, tmp_path)
+        check_a_spoken_command_is_heard(base, collector, tmp_path)
         print(f"boot to /healthz under TCG: {healthy_after_s:.0f} s")  # noqa: T201
     finally:
         collector.close()
+    check_a_power_cut_is_survived(boot, tmp_path)
+
+
+def test_image_boots_from_the_emulated_pi4s_sd_card_with_its_own_device_tree(
+    built_image: Path, tmp_path: Path
+) -> None:
+    """QEMU 10's raspi4b: the image's kernel, initrd and bcm2711-rpi-4-b.dtb (a test copy with
+    images.qemu.RASPI4B_DTB_EDITS: hardware QEMU lacks), the image as the SD card. The root is
+    found through emmc2 (sdhci-iproc) and the regulator driver from the initramfs, as on a Pi."""
+    site = {"device": {"id": "pi4-sd-test"}, "api": {"token": API_TOKEN}}
+    image = configured_copy(built_image, tmp_path, site)
+    boot = QemuBoot(image, tmp_path, api_port=0, machine="raspi4b", log_name="raspi4b.log")
+    boot.start()
+    try:
+        console = selftest_verdict(boot, timeout_s=1500)
+        assert re.search(r"mmc\d+: new .*SD.* card", console), "no SD card on emmc2"
+        assert re.search(r"EXT4-fs \(mmcblk\d+p2\): mounted filesystem", console), "root not on SD"
+        assert "Will now check root file system" in console
+        assert "MOLTBOT-SELFTEST: ok reference inference" in console
+    finally:
+        boot.stop()
+        keep_console(boot, "last-boot-raspi4b.log")

@@ -28,7 +28,9 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from images.jetson import build_jetson_bundle
 
     out = tmp_path_factory.mktemp("jetson-out")
-    cache = Path(os.environ.get("MOLTBOT_IMAGE_CACHE", REPO / "images" / "cache"))
+    from images.rootfs import default_cache_dir
+
+    cache = default_cache_dir()  # shared with `make image`: the rootfs is built once
     built = {}
     for board in BOARDS:
         report = build_jetson_bundle(REPO / f"images/recipes/{board}.yaml", out, cache)
