@@ -60,7 +60,44 @@ def listen(state: CliState, wav: Path | None, from_stdin: bool, publish: bool) -
 
 @click.group()
 def voice() -> None:
-    """Audio devices for voice commands."""
+    """Audio devices and phrases for voice commands."""
+
+
+@voice.command("check")
+@click.argument("phrases", nargs=-1)
+@click.pass_obj
+def voice_check(state: CliState, phrases: tuple[str, ...]) -> None:
+    """Are PHRASES (default: the configured ones) in the model's vocabulary and told apart?
+
+    Each phrase is spoken by espeak-ng at 3 rates x 2 pitches and decoded with the configured
+    phrases, the checked ones and the fillers. Exit 2 when a word is missing or a phrase is
+    heard as another or as itself less than 5 times in 6.
+    """
+    from edge.voice.intent_sets import phrases_of, resolve_intents  # noqa: PLC0415
+    from edge.voice.phrase_check import GOOD_RECALL, NOTHING, check_phrases  # noqa: PLC0415
+
+    config = state.loaded().config
+    model_dir = config.paths().vosk_model_dir
+    wanted = list(phrases) or phrases_of(resolve_intents(config.voice, model_dir).intents)
+    reports = check_phrases(config.voice, model_dir, wanted)
+    bad = False
+    for report in reports:
+        if report.missing_words:
+            bad = True
+            missing = ", ".join(report.missing_words)
+            click.echo(f"{report.phrase!r}: NOT IN VOCABULARY: {missing}")
+            continue
+        if report.recall is None:
+            click.echo(f"{report.phrase!r}: in vocabulary (install espeak-ng and sox to test it)")
+            continue
+        confusions = ", ".join(f"{k!r} x{v}" for k, v in report.confusions.items()) or "none"
+        bad |= report.recall < GOOD_RECALL or any(k != NOTHING for k in report.confusions)
+        click.echo(
+            f"{report.phrase!r}: in vocabulary; heard as itself {report.heard[report.phrase]}"
+            f"/{report.trials}; otherwise: {confusions}"
+        )
+    if bad:
+        raise SystemExit(2)
 
 
 @voice.command("devices")

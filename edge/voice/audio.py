@@ -108,6 +108,14 @@ def _sounddevice() -> Any:
     return sounddevice
 
 
+def refresh_devices() -> None:
+    """Make PortAudio list devices anew: it enumerates once, so a microphone plugged in later
+    (or a sound server started later) is otherwise never seen."""
+    sd = _sounddevice()
+    sd._terminate()  # sounddevice has no public call to rescan devices
+    sd._initialize()
+
+
 def input_devices() -> list[tuple[int, str, int]]:
     """(index, name, default sample rate) of every input device PortAudio sees."""
     sd = _sounddevice()

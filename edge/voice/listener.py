@@ -9,15 +9,20 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
 from edge.voice.audio import RATE, AudioSource
-from edge.voice.endpointing import FRAME_MS, FRAME_SAMPLES, Boundary, EnergyEndpointer
+from edge.voice.endpointing import (
+    FRAME_BYTES,
+    FRAME_MS,
+    Boundary,
+    Endpointer,
+    SpeechProbability,
+    silero_detector,
+)
 from edge.voice.intents import IntentMatch, IntentMatcher
 from edge.voice.recognizer import Recognition, Recognizer
 
 logger = logging.getLogger(__name__)
-PRE_ROLL_FRAMES = 15  # 300 ms before the detected onset go to the recogniser too
+PRE_ROLL_FRAMES = 10  # 320 ms before the detected onset go to the recogniser too
 
 
 @dataclass(frozen=True)
@@ -41,16 +46,19 @@ class VoiceListener:
         silence_ms: int,
         *,
         on_partial: Callable[[str], None] | None = None,
+        detector: SpeechProbability | None = None,
     ) -> None:
         self.recognizer = recognizer
         self.matcher = matcher
         self.silence_ms = silence_ms
         self.on_partial = on_partial
+        self.detector = detector or silero_detector()
 
     def utterances(
         self, source: AudioSource, stop: threading.Event | None = None
     ) -> Iterator[Utterance]:
-        endpointer = EnergyEndpointer(silence_ms=self.silence_ms)
+        endpointer = Endpointer(self.detector, silence_ms=self.silence_ms)
+        end_ms = endpointer.silence_frames * FRAME_MS
         pre_roll: deque[bytes] = deque(maxlen=PRE_ROLL_FRAMES)
         pending = b""
         speech_frames = 0
@@ -59,9 +67,9 @@ class VoiceListener:
             if stop is not None and stop.is_set():
                 return
             pending += chunk
-            while len(pending) >= FRAME_SAMPLES * 2:
-                frame, pending = pending[: FRAME_SAMPLES * 2], pending[FRAME_SAMPLES * 2 :]
-                boundary = endpointer.frame(np.frombuffer(frame, dtype="<i2"))
+            while len(pending) >= FRAME_BYTES:
+                frame, pending = pending[:FRAME_BYTES], pending[FRAME_BYTES:]
+                boundary = endpointer.frame(frame)
                 if boundary == Boundary.START:
                     for earlier in pre_roll:
                         self.recognizer.accept(earlier)
@@ -76,7 +84,7 @@ class VoiceListener:
                 else:
                     pre_roll.append(frame)
                 if boundary == Boundary.END:
-                    yield self._finish(speech_frames, self.silence_ms)
+                    yield self._finish(speech_frames, end_ms)
                     speech_frames, last_partial = 0, ""
         if endpointer.in_speech:  # the source ended mid-utterance
             yield self._finish(speech_frames, 0)
@@ -84,7 +92,7 @@ class VoiceListener:
     def _finish(self, frames: int, endpoint_ms: int) -> Utterance:
         decided_from = time.perf_counter()
         recognition = self.recognizer.final()
-        intent = self.matcher.match(recognition.words)
+        intent = self.matcher.match(recognition.words, recognition.alternatives)
         decode_ms = (time.perf_counter() - decided_from) * 1000
         speech_ms = frames * FRAME_MS - endpoint_ms
         logger.info("heard %r -> %s", recognition.text, intent.intent if intent else "no action")

