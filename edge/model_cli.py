@@ -6,7 +6,7 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -43,7 +43,7 @@ def model() -> None:
 @model.command("list")
 @click.pass_obj
 def model_list(state: CliState) -> None:
-    """Installed model versions; * marks the active one."""
+    """Installed model versions; * marks the active one, REFUSED the ones never to serve."""
     entries = registry_for(state.loaded().config).entries()
     if not entries:
         click.echo("no models installed")
@@ -51,7 +51,10 @@ def model_list(state: CliState) -> None:
         accuracy = ", ".join(
             f"{p} {a:.4f}" if a is not None else p for p, a in entry.accuracy.items()
         )
-        click.echo(f"{'*' if entry.active else ' '} {entry.name}@{entry.version:<10} {accuracy}")
+        refused = f"  REFUSED: {entry.refused}" if entry.refused else ""
+        click.echo(
+            f"{'*' if entry.active else ' '} {entry.name}@{entry.version:<10} {accuracy}{refused}"
+        )
 
 
 @model.command("install")
@@ -195,9 +198,19 @@ def triggers() -> None:
     show_default=True,
     help="With --video/--camera: use every Nth frame.",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["stream", "part"]),
+    help="Trigger mode (default: stream for --video/--camera, triggers.folder_mode for a folder).",
+)
 @click.pass_obj
 def triggers_watch(
-    state: CliState, folder: Path | None, video: Path | None, camera: int | None, every_nth: int
+    state: CliState,
+    folder: Path | None,
+    video: Path | None,
+    camera: int | None,
+    every_nth: int,
+    mode: Literal["stream", "part"] | None,
 ) -> None:
     """Run frames through the model, publish defect events over MQTT, until Ctrl-C / SIGTERM."""
     from edge.errors import ConfigError  # noqa: PLC0415
@@ -226,12 +239,16 @@ def triggers_watch(
     pipeline = TriggerPipeline(config.triggers, service, outbox)
     try:
         if stream is not None:
-            count = pipeline.run_stream(video_frames(stream, every_nth=every_nth), stop)
+            count = pipeline.run_stream(
+                video_frames(stream, every_nth=every_nth), stop, mode=mode or "stream"
+            )
             click.echo(f"processed {count} frame(s)")
             if uplink:
                 uplink.wait_drained(config.uplink.connect_timeout_s * 2)
         elif watch_dir is not None:
-            pipeline.run_folder(WatchedFolder(watch_dir), stop)
+            pipeline.run_folder(
+                WatchedFolder(watch_dir), stop, mode=mode or config.triggers.folder_mode
+            )
     except KeyboardInterrupt:
         pass
     finally:

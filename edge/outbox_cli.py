@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -26,15 +26,9 @@ def open_outbox(config: MoltbotConfig) -> Outbox:
 
 
 def make_uplink(config: MoltbotConfig, outbox: Outbox) -> Uplink:
-    from edge.uplink.sync import Uplink  # noqa: PLC0415
-    from edge.uplink.topics import TopicScheme  # noqa: PLC0415
+    from edge.uplink.build import build_uplink  # noqa: PLC0415
 
-    return Uplink(
-        outbox,
-        config.uplink,
-        TopicScheme.from_config(config),
-        sweep_interval_s=config.cache.sweep_interval_s,
-    )
+    return build_uplink(config, outbox)
 
 
 def drain(config: MoltbotConfig, outbox: Outbox, timeout_s: float) -> bool:
@@ -154,8 +148,16 @@ def event() -> None:
 
 
 @event.command("send")
-@click.argument("kind")
+@click.argument("kind", required=False)
 @click.option("--payload", default="{}", show_default=True, help="The event's data, a JSON object.")
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.File("r", encoding="utf-8", lazy=False),
+    help="Queue one event per line of this file ('-': standard input), as JSON: "
+    '{"kind": "defect", "payload": {…}, "qos": 1}, or just the payload when KIND is given. '
+    "Lines are queued as they arrive, so a script can keep one process open.",
+)
 @click.option("--qos", type=click.Choice(["0", "1"]), default="1", show_default=True)
 @click.option("--deliver", is_flag=True, help="Also send the outbox to the broker now.")
 @click.option(
@@ -168,28 +170,59 @@ def event() -> None:
 )
 @click.pass_obj
 def event_send(
-    state: CliState, kind: str, payload: str, qos: str, deliver: bool, timeout_s: float
+    state: CliState,
+    kind: str | None,
+    payload: str,
+    from_file: TextIO | None,
+    qos: str,
+    deliver: bool,
+    timeout_s: float,
 ) -> int:
-    """Queue a KIND event (defect, voice, status, telemetry, …), e.g. to commission a device."""
+    """Queue a KIND event (defect, voice, status, telemetry, …), e.g. to commission a device.
+
+    With --from-file, queue many from JSON lines: one process for a whole shift of parts.
+    Exit 2 when a line was refused (each says why, with its line number; the others are queued).
+    """
+    from edge.errors import MessageRejectedError  # noqa: PLC0415
+    from edge.outbox.batch import queue_lines  # noqa: PLC0415
+
+    if from_file is None and kind is None:
+        raise MessageRejectedError(
+            "no event to send", where="KIND", hint="give KIND, or --from-file FILE (or -)"
+        )
+    if from_file is None:
+        data = _payload_object(payload)
+    config = state.loaded().config
+    store = open_outbox(config)
+    status = 0
+    try:
+        if from_file is None:
+            assert kind is not None  # noqa: S101 - checked above
+            message = store.put(kind, data, qos=int(qos))
+            click.echo(f"queued {message.kind} event {message.id} for {message.topic}")
+        else:
+            report = queue_lines(store, from_file, default_kind=kind, default_qos=int(qos))
+            for problem in report.problems:
+                click.echo(f"error: {problem}", err=True)
+            click.echo(f"queued {report.queued} event(s), {len(report.problems)} refused")
+            status = 2 if report.problems else 0
+        if deliver:
+            delivered = drain(config, store, timeout_s)
+            click.echo("delivered" if delivered else "not delivered yet: it stays queued")
+            status = status or (0 if delivered else 1)
+    finally:
+        store.close()
+    return status
+
+
+def _payload_object(payload: str) -> object:
     from edge.errors import MessageRejectedError  # noqa: PLC0415
 
     try:
-        data = json.loads(payload)
+        return json.loads(payload)
     except json.JSONDecodeError as exc:
         raise MessageRejectedError(
             f"--payload is not JSON: {exc}",
             where="--payload",
             hint="quote it for the shell: --payload '{\"line\": 3}'",
         ) from exc
-    config = state.loaded().config
-    store = open_outbox(config)
-    try:
-        message = store.put(kind, data, qos=int(qos))
-        click.echo(f"queued {message.kind} event {message.id} for {message.topic}")
-        if deliver:
-            delivered = drain(config, store, timeout_s)
-            click.echo("delivered" if delivered else "not delivered yet: it stays queued")
-            return 0 if delivered else 1
-    finally:
-        store.close()
-    return 0

@@ -28,6 +28,8 @@ from edge.api.app import create_app
 from edge.api.events import EventFeed
 from edge.api.metrics import Metrics, StateSnapshot
 from edge.board import backend_order, configured_profile
+from edge.camera.gpio_trigger import GpioCaptureTrigger
+from edge.camera.inspection import CameraInspection
 from edge.config.model import MoltbotConfig
 from edge.errors import MoltbotError, VoiceError
 from edge.identity import api_token, device_id
@@ -37,8 +39,9 @@ from edge.outbox.store import Outbox
 from edge.systemd import notify, watchdog_interval_s
 from edge.triggers.pipeline import TriggerPipeline
 from edge.triggers.sources import WatchedFolder
-from edge.uplink.sync import LinkState, Uplink, backoff_delay
-from edge.uplink.topics import TopicScheme
+from edge.uplink.build import build_uplink
+from edge.uplink.dialect import InspectionModel
+from edge.uplink.sync import LinkState, backoff_delay
 from edge.voice.audio import WavSource
 from edge.voice.listener import Utterance
 from edge.voice.service import VoiceService, voice_event
@@ -47,6 +50,7 @@ logger = logging.getLogger(__name__)
 MODEL_FOLLOW_S = 2.0
 API_START_TIMEOUT_S = 30.0
 GRACEFUL_SHUTDOWN_S = 10
+FAILED_RECENTLY_S = 60.0  # a service that failed this recently is not ready (nor "up")
 
 
 @dataclass
@@ -54,6 +58,12 @@ class ServiceHealth:
     running: bool = False
     restarts: int = 0
     last_error: str | None = None
+    last_failure: float | None = None  # time.monotonic() of the last failure
+
+    def failing(self, now: float) -> bool:
+        """Down, or failed within ``FAILED_RECENTLY_S``: a crash loop never looks ready."""
+        recent = self.last_failure is not None and now - self.last_failure < FAILED_RECENTLY_S
+        return not self.running or recent
 
 
 class Appliance:
@@ -67,11 +77,8 @@ class Appliance:
         self.outbox = Outbox.from_config(config, has_rtc=bool(profile and profile.has_rtc))
         self.events = EventFeed()
         self.outbox.add_listener(self.events.on_accepted)
-        topics = TopicScheme.from_config(config, self.device)
         self.uplink = (
-            Uplink(
-                self.outbox, config.uplink, topics, sweep_interval_s=config.cache.sweep_interval_s
-            )
+            build_uplink(config, self.outbox, self.device, model_info=self._model_info)
             if config.uplink.enabled
             else None
         )
@@ -87,6 +94,8 @@ class Appliance:
             else None
         )
         self.pipeline: TriggerPipeline | None = None
+        self.camera: CameraInspection | None = None
+        self.capture_trigger: GpioCaptureTrigger | None = None
         self.health: dict[str, ServiceHealth] = {}
         self.metrics = Metrics(self.snapshot)
         self.voice = (
@@ -102,14 +111,33 @@ class Appliance:
 
     # -- work -----------------------------------------------------------------------------
 
+    def _model_info(self) -> InspectionModel | None:
+        """The serving model, for what the uplink announces (Sparkplug's DBIRTH)."""
+        if self.inference is None or not self.inference.ready:
+            return None
+        manifest = self.inference.current.loaded.manifest
+        ok = self.config.triggers.ok_class
+        return InspectionModel(manifest.ref, tuple(x for x in manifest.labels if x != ok))
+
     def load_model(self) -> None:
         if self.inference is None:
             return
         self.inference.start()
         self.inference.observers.append(self.metrics.observe_prediction)
         self.pipeline = TriggerPipeline(self.config.triggers, self.inference, self.outbox)
+        if self.config.camera.enabled:
+            self.camera = CameraInspection.from_settings(
+                self.config.camera, self.pipeline, self._infer_lock
+            )
+            if self.uplink is not None:
+                self.uplink.commands.register("capture", self.camera.capture)
+            self.capture_trigger = GpioCaptureTrigger.from_settings(
+                self.config.camera, self.camera.capture
+            )
 
-    def infer(self, data: bytes, trigger: bool) -> tuple[Prediction, list[str]]:
+    def infer(
+        self, data: bytes, trigger: bool, part_id: str | None = None
+    ) -> tuple[Prediction, list[str]]:
         if self.inference is None or self.pipeline is None:
             raise MoltbotError(
                 "inference is disabled on this device",
@@ -119,7 +147,13 @@ class Appliance:
         if not trigger:
             return self.inference.infer_image(data), []
         with self._infer_lock:
-            return self.pipeline.process(data, f"upload-{time.time_ns()}")
+            return self.pipeline.process(
+                data,
+                f"upload-{time.time_ns()}",
+                mode=self.config.triggers.upload_mode,
+                part_id=part_id,
+                source="upload",
+            )
 
     def _voice_action(self, utterance: Utterance) -> dict[str, Any]:
         """What a recognised command does; the answer goes into its voice event."""
@@ -174,11 +208,16 @@ class Appliance:
         entries = [asdict(entry) for entry in self.inference.registry.entries()]
         return {"enabled": True, "installed": entries, **self.inference.describe()}
 
-    def outbox_report(self, peek: int) -> dict[str, Any]:
+    def outbox_report(self, peek: int, after: int = 0) -> dict[str, Any]:
+        """Statistics, and one page of up to ``peek`` messages after sequence ``after``."""
         stats = self.outbox.stats()
+        messages = self.outbox.page(after, peek + 1) if peek else []
+        more = len(messages) > peek
+        page = messages[:peek]
         return {
             "stats": asdict(stats),
-            "messages": [asdict(m) for m in self.outbox.peek(peek)] if peek else [],
+            "messages": [asdict(m) for m in page],
+            "next_after": page[-1].seq if more else None,
         }
 
     # -- state ----------------------------------------------------------------------------
@@ -186,14 +225,15 @@ class Appliance:
     def snapshot(self) -> StateSnapshot:
         uplink = self.uplink
         pipeline = self.pipeline
+        now = time.monotonic()
         return StateSnapshot(
             outbox=self.outbox.stats(),
             uplink_connected=uplink.connected if uplink else None,
             uplink_published_total=uplink.counters.published_total if uplink else 0,
             uplink_connects_total=uplink.counters.connects_total if uplink else 0,
             frames_total=pipeline.frames_total if pipeline else 0,
-            decisions_total=dict(pipeline.decider.decisions_total) if pipeline else {},
-            services_up={name: h.running for name, h in self.health.items()},
+            decisions_total=pipeline.decisions_total if pipeline else {},
+            services_up={name: not h.failing(now) for name, h in self.health.items()},
             service_restarts_total={name: h.restarts for name, h in self.health.items()},
         )
 
@@ -213,12 +253,16 @@ class Appliance:
                 f": {self.uplink.last_error}" if self.uplink.last_error else ""
             )
             problems |= state == LinkState.REFUSED  # a config problem; unreachable is normal
+        if self.voice is not None:  # no microphone: reported, the rest stays ready
+            checks["microphone"] = self.voice.microphone
         if not self.accepting:
             checks["service"] = "shutting down"
             problems = True
+        now = time.monotonic()
         for name, health in self.health.items():
-            if not health.running:
-                checks[name] = f"restarting: {health.last_error}"
+            if health.failing(now):
+                checks[name] = f"failing: {health.last_error} ({health.restarts} restart(s) so far)"
+                problems = True
         return not problems, checks
 
     def healthy(self) -> bool:
@@ -269,10 +313,21 @@ class Appliance:
         pipeline, watch_dir = self.pipeline, self.config.triggers.watch_dir
         if pipeline is not None and watch_dir is not None:
             services.append(
-                ("triggers", lambda: pipeline.run_folder(WatchedFolder(watch_dir), self._stop))
+                (
+                    "triggers",
+                    lambda: pipeline.run_folder(
+                        WatchedFolder(watch_dir), self._stop, mode=self.config.triggers.folder_mode
+                    ),
+                )
             )
         elif self.inference is not None:
             services.append(("model_follow", self._follow_model))
+        camera = self.camera
+        if camera is not None:
+            services.append(("camera", lambda: camera.run(self._stop)))
+        trigger = self.capture_trigger
+        if trigger is not None:
+            services.append(("capture_trigger", lambda: trigger.run(self._stop)))
         return services
 
     def _follow_model(self) -> None:
@@ -293,6 +348,7 @@ class Appliance:
             except Exception as exc:  # reported and restarted, never silent
                 health.running = False
                 health.last_error = str(exc)
+                health.last_failure = time.monotonic()
                 delay = backoff_delay(health.restarts, 1.0, 60.0, rng)
                 health.restarts += 1
                 logger.exception(

@@ -8,7 +8,6 @@ time. Errors are JSON ``{"error", "where", "hint"}``; no stack trace ever reache
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import uuid
@@ -20,10 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge import __version__
+from edge.api.guard import AUTH_HINT, RequestGuard, bearer_matches
 from edge.config.view import redacted_tree
 from edge.errors import InputError, MoltbotError
+from edge.triggers.parts import PART_ID_PATTERN
 
 if TYPE_CHECKING:
     from edge.service import Appliance
@@ -41,6 +43,8 @@ IMAGE_TYPES = frozenset(
 )
 AUDIO_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"})
 SSE_KEEPALIVE_S = 15.0
+UPLOAD_PATHS = frozenset({"/v1/infer", "/v1/asr"})  # bodies up to api.max_upload_bytes
+OUTBOX_PAGE_MAX = 500  # messages per GET /v1/outbox; page on with ?after=
 
 
 class ErrorBody(BaseModel):
@@ -73,6 +77,14 @@ def _error(
 # Module level: with postponed annotations FastAPI resolves these names in the module's globals.
 BEARER = HTTPBearer(auto_error=False)
 ModelName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
+PartIdQuery = Annotated[
+    str | None,
+    Query(
+        pattern=PART_ID_PATTERN,
+        max_length=128,
+        description="the part's id (barcode, serial), carried in its defect event",
+    ),
+]
 ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
@@ -90,10 +102,13 @@ def create_app(appliance: Appliance) -> FastAPI:
     )
 
     def require_token(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> None:
-        given = credentials.credentials if credentials else ""
-        if not hmac.compare_digest(given.encode(), appliance.token.encode()):
+        # RequestGuard already answered 401 before reading the body; this documents the scheme
+        # in the OpenAPI schema and keeps a route safe if it is ever mounted without the guard.
+        del credentials
+        if not bearer_matches(request.headers.get("authorization"), appliance.token):
             raise HTTPException(
                 401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -112,13 +127,24 @@ def create_app(appliance: Appliance) -> FastAPI:
         response: Response = await call_next(request)
         return response
 
+    metrics_protected = appliance.config.api.metrics_require_token
+    app.add_middleware(
+        RequestGuard,  # outermost: before anything reads a body
+        token=lambda: appliance.token,
+        is_protected=lambda path: (
+            path.startswith("/v1/") or (metrics_protected and path == "/metrics")
+        ),
+        upload_paths=UPLOAD_PATHS,
+        max_upload_bytes=appliance.config.api.max_upload_bytes,
+    )
     return app
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        response = _error(exc.status_code, str(exc.detail))
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException and Starlette's
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        where, hint = _http_error_context(request, exc.status_code)
+        response = _error(exc.status_code, str(exc.detail), where, hint)
         response.headers.update(exc.headers or {})
         return response
 
@@ -139,6 +165,20 @@ def _add_error_handlers(app: FastAPI) -> None:
         incident = uuid.uuid4().hex[:12]
         logger.error("unexpected API error %s", incident, exc_info=exc)
         return _error(500, f"internal error (incident {incident}; see the device log)")
+
+
+def _http_error_context(request: Request, status: int) -> tuple[str | None, str | None]:
+    """Where and what to do, for the errors FastAPI and Starlette raise themselves."""
+    route = f"{request.method} {request.url.path}"
+    if status == 404:
+        return route, "see /docs (or /openapi.json) for the routes"
+    if status == 405:
+        return route, "see /docs for the methods this route takes"
+    if status == 401:
+        return "Authorization header", AUTH_HINT
+    if status == 400:
+        return f"{route}: request body", "send a JSON object as /docs describes"
+    return route, None
 
 
 def _add_health_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
@@ -176,13 +216,35 @@ def _add_inference_routes(app: FastAPI, appliance: Appliance, authorised: list[A
         trigger: Annotated[
             bool, Query(description="run the trigger decision and queue defect events")
         ] = False,
+        part_id: PartIdQuery = None,
     ) -> InferResult:
         """Classify one image (the request body, ``Content-Type: image/png`` etc.)."""
         data = await _read_upload(
             request, IMAGE_TYPES, limit, "the image bytes as image/png, image/jpeg or image/bmp"
         )
-        prediction, events = await asyncio.to_thread(appliance.infer, data, trigger)
+        prediction, events = await asyncio.to_thread(appliance.infer, data, trigger, part_id)
         return InferResult(**prediction.to_json(), events=events)
+
+    @app.post(
+        "/v1/capture",
+        tags=["inference"],
+        dependencies=authorised,
+        responses={**ERRORS, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    )
+    async def capture(
+        part_id: PartIdQuery = None,
+    ) -> Response:
+        """Take the camera's next frame and inspect it as one part (a line's capture trigger)."""
+        camera = appliance.camera
+        if camera is None:
+            return _error(
+                409,
+                "no camera is configured",
+                where="camera.enabled",
+                hint="set camera.enabled: true (and camera.mode: part) in the site file",
+            )
+        arguments = {} if part_id is None else {"part_id": part_id}
+        return JSONResponse(await asyncio.to_thread(camera.capture, arguments))
 
     @app.get("/v1/models", tags=["models"], dependencies=authorised, responses=ERRORS)
     async def models() -> dict[str, Any]:
@@ -228,9 +290,18 @@ def _add_voice_routes(app: FastAPI, appliance: Appliance, authorised: list[Any])
 
 def _add_state_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
     @app.get("/v1/outbox", tags=["outbox"], dependencies=authorised, responses=ERRORS)
-    async def outbox(peek: Annotated[int, Query(ge=0, le=100)] = 0) -> dict[str, Any]:
-        """Outbox statistics, and the oldest ``peek`` messages."""
-        return await asyncio.to_thread(appliance.outbox_report, peek)
+    async def outbox(
+        peek: Annotated[
+            int, Query(ge=0, le=OUTBOX_PAGE_MAX, description="how many messages to list")
+        ] = 0,
+        after: Annotated[
+            int | None,
+            Query(ge=0, description="list messages with a sequence number above this (paging)"),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Outbox statistics, and up to ``peek`` messages, oldest first, after sequence number
+        ``after``. ``next_after`` is the ``after`` of the next page (null at the end)."""
+        return await asyncio.to_thread(appliance.outbox_report, peek, after or 0)
 
     @app.get("/v1/config", tags=["config"], dependencies=authorised, responses=ERRORS)
     async def config() -> dict[str, Any]:
@@ -254,10 +325,10 @@ async def _read_upload(
         raise HTTPException(
             415, f"unsupported content type {content_type or 'none'!r}; send {expected}"
         )
-    return await _read_limited(request, limit)
+    return await _read_limited(request, limit, expected)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def _read_limited(request: Request, limit: int, expected: str) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(
@@ -270,7 +341,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
             raise HTTPException(413, f"upload is over api.max_upload_bytes ({limit})")
         chunks.append(chunk)
     if size == 0:
-        raise HTTPException(422, "empty body: send the image bytes")
+        raise HTTPException(422, f"empty body: send {expected}")
     return b"".join(chunks)
 
 

@@ -9,7 +9,7 @@
    variables use this). Values that start with ``[`` or ``{`` are parsed as JSON.
 
 Maps set by two sources merge key by key; a map set by any source replaces the default map
-as a whole (so a site's own voice intents do not inherit the English defaults).
+as a whole (so a site's own voice intents replace the built-in ones).
 
 Every value remembers where it came from, so ``moltbot config show`` can say so and a bad value
 is reported with the file or variable that set it.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import reprlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,11 @@ def read_config_file(path: Path) -> Tree:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
-            f"cannot read config file: {exc}", where=str(path), hint="check the file's permissions"
+            f"cannot read config file: {exc}",
+            where=str(path),
+            hint="save it as UTF-8 text (YAML)"
+            if isinstance(exc, UnicodeDecodeError)
+            else "check the file's permissions",
         ) from exc
     try:
         data = yaml.safe_load(text)
@@ -247,6 +252,14 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _short_repr(value: Any, limit: int = 200) -> str:
+    """A value for an error message; a hostile file's huge value is cut, not echoed whole."""
+    short = reprlib.Repr()  # Python 3.11: no keyword arguments yet
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring = 3, 8, 8, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _config_error(exc: ValidationError, origins: Mapping[str, str]) -> ConfigError:
     problems = []
     sources = set()
@@ -254,7 +267,7 @@ def _config_error(exc: ValidationError, origins: Mapping[str, str]) -> ConfigErr
         dotted = ".".join(str(part) for part in error["loc"])
         source = _origin_covering(origins, dotted) or DEFAULT_ORIGIN
         sources.add(source)
-        given = "" if is_secret_path(dotted) else f" (got {error['input']!r})"
+        given = "" if is_secret_path(dotted) else f" (got {_short_repr(error['input'])})"
         if error["type"] == "extra_forbidden":
             message = "unknown setting" + _did_you_mean(error["loc"])
             given = ""

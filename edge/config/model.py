@@ -18,6 +18,7 @@ TOPIC_SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 BackendName = Literal["auto", "ort-cpu", "ort-gpu", "tensorrt"]
 InferenceBackend = Literal["ort-cpu", "ort-gpu", "tensorrt"]
+TriggerMode = Literal["stream", "part"]
 
 
 class Section(BaseModel):
@@ -82,6 +83,14 @@ class TriggerSettings(Section):
     watch_dir: Path | None = Field(
         None, description="Folder watched for new frames (images). Unset: no folder source."
     )
+    upload_mode: TriggerMode = Field(
+        "part",
+        description="Frames posted to /v1/infer?trigger=true: part (each frame is its own part: "
+        "every defective one is an event, no debounce or cooldown) or stream.",
+    )
+    folder_mode: TriggerMode = Field(
+        "part", description="Frames from watch_dir: part (one file = one part) or stream."
+    )
     ok_class: str = Field("ok", description="The class label that means 'no defect'.")
     default_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="Score above which a defect class fires."
@@ -90,11 +99,15 @@ class TriggerSettings(Section):
         default_factory=dict, description="Per-class thresholds overriding default_threshold."
     )
     debounce_hits: int = Field(
-        2, ge=1, description="N of N-of-M debounce: hits needed inside the window."
+        2, ge=1, description="Stream mode, N of N-of-M debounce: hits needed in the window."
     )
-    debounce_window: int = Field(3, ge=1, description="M of N-of-M debounce: frames considered.")
+    debounce_window: int = Field(
+        3, ge=1, description="Stream mode, M of N-of-M debounce: frames considered."
+    )
     cooldown_s: float = Field(
-        5.0, ge=0.0, description="Quiet time after an event before the same class fires again."
+        5.0,
+        ge=0.0,
+        description="Stream mode: quiet time after an event before the same class fires again.",
     )
 
     @model_validator(mode="after")
@@ -107,6 +120,53 @@ class TriggerSettings(Section):
         for label, threshold in self.class_thresholds.items():
             if not 0.0 <= threshold <= 1.0:
                 raise ValueError(f"class_thresholds.{label} must be between 0 and 1")
+        return self
+
+
+class CameraSettings(Section):
+    enabled: bool = Field(False, description="Read frames from a USB (UVC/V4L2) camera.")
+    device: str = Field(
+        "0",
+        min_length=1,
+        description="Camera: a path (/dev/video0, /dev/v4l/by-id/...), an index, or part of its "
+        "name (see moltbot doctor).",
+    )
+    width: int | None = Field(None, ge=16, le=8192, description="Frame width. Unset: driver's.")
+    height: int | None = Field(None, ge=16, le=8192, description="Frame height. Unset: driver's.")
+    fps: float = Field(15.0, gt=0.0, le=240.0, description="Frame rate asked of the camera.")
+    mode: TriggerMode = Field(
+        "stream",
+        description="stream: every frame through the model (debounce, cooldown); part: one "
+        "frame per capture trigger (the capture command), each its own part.",
+    )
+    every_nth: int = Field(1, ge=1, description="Stream mode: run every Nth frame.")
+    capture_timeout_s: float = Field(
+        2.0, gt=0.0, le=60.0, description="Part mode: longest wait for a frame after a trigger."
+    )
+    reconnect_s: float = Field(
+        2.0, gt=0.0, le=300.0, description="Retry period while the camera is missing."
+    )
+    trigger_gpio_chip: str | None = Field(
+        None,
+        pattern=r"^/dev/gpiochip\d+$",
+        description="Part mode: a GPIO chip whose line triggers a capture (a PLC's photo-eye), "
+        "e.g. /dev/gpiochip0. Unset: captures only by command.",
+    )
+    trigger_gpio_line: int = Field(0, ge=0, le=1023, description="The trigger's line offset.")
+    trigger_gpio_edge: Literal["rising", "falling"] = Field(
+        "rising", description="The edge that means 'a part is in front of the camera'."
+    )
+    trigger_gpio_active_low: bool = Field(False, description="The trigger line is active low.")
+    trigger_gpio_debounce_ms: float = Field(
+        5.0, ge=0.0, le=1000.0, description="Kernel debounce of the trigger line."
+    )
+
+    @model_validator(mode="after")
+    def _gpio_trigger_needs_part_mode(self) -> CameraSettings:
+        if self.trigger_gpio_chip is not None and self.mode != "part":
+            raise ValueError(
+                "trigger_gpio_chip captures one part per edge: set camera.mode to part"
+            )
         return self
 
 
@@ -126,14 +186,6 @@ class IntentSettings(Section):
     model: str | None = Field(None, description="Model name@version for switch_model.")
 
 
-def _default_intents() -> dict[str, IntentSettings]:
-    return {
-        "start": IntentSettings(phrases=["start inspection"], action="start_inspection"),
-        "stop": IntentSettings(phrases=["stop inspection", "stop"], action="stop_inspection"),
-        "status": IntentSettings(phrases=["status", "report status"], action="report_status"),
-    }
-
-
 class VoiceSettings(Section):
     enabled: bool = Field(False, description="Listen to the microphone for voice commands.")
     model_dir: Path | None = Field(
@@ -149,15 +201,26 @@ class VoiceSettings(Section):
     mode: Literal["grammar", "free"] = Field(
         "grammar", description="grammar: only the intent phrases; free: dictation."
     )
+    language: Literal["auto", "ko", "en"] = Field(
+        "auto",
+        description="Built-in intents and fillers: auto picks the set the model's words cover.",
+    )
+    min_margin: float = Field(
+        1.0,
+        ge=0.0,
+        description="grammar: a command's score lead over a reading as another command.",
+    )
     min_confidence: float = Field(
-        0.6, ge=0.0, le=1.0, description="Lowest mean word confidence that fires an intent."
+        0.6, ge=0.0, le=1.0, description="free: lowest word confidence that fires an intent."
     )
     end_of_speech_silence_ms: int = Field(
-        250, ge=50, le=5000, description="Trailing silence that ends an utterance."
+        128, ge=50, le=5000, description="Trailing non-speech (Silero VAD) that ends an utterance."
     )
     spoken_feedback: bool = Field(False, description="Answer through espeak-ng when installed.")
     intents: dict[str, IntentSettings] = Field(
-        default_factory=_default_intents, description="Intent name -> phrases and action."
+        default_factory=dict,
+        description="Intent name -> phrases and action. Empty: the built-in set for the "
+        "model's language (ko, en).",
     )
 
 
@@ -213,8 +276,37 @@ class TlsSettings(Section):
         return self
 
 
+class SparkplugSettings(Section):
+    group_id: str | None = Field(
+        None, pattern=TOPIC_SAFE_NAME, description="Sparkplug group id. Unset: device.site."
+    )
+    edge_node_id: str | None = Field(
+        None, pattern=TOPIC_SAFE_NAME, description="Edge node id. Unset: the device id."
+    )
+    device_id: str = Field(
+        "inspection", pattern=TOPIC_SAFE_NAME, description="Sparkplug device under the node."
+    )
+    primary_host_id: str | None = Field(
+        None,
+        pattern=TOPIC_SAFE_NAME,
+        description="Primary host application id (e.g. Ignition's); data waits in the outbox "
+        "while its STATE is offline and is then sent as historical. Unset: do not wait.",
+    )
+    data_qos: Literal[0, 1] = Field(
+        1,
+        description="QoS of DDATA. 1 keeps store-and-forward's guarantee (removed from the "
+        "outbox on PUBACK); the specification asks for 0.",
+    )
+    node_data_interval_s: float = Field(
+        10.0, gt=0.0, description="How often NDATA (outbox depth, uplink) is sent when changed."
+    )
+
+
 class UplinkSettings(Section):
     enabled: bool = Field(True, description="Send the outbox to an MQTT broker.")
+    mode: Literal["json", "sparkplug"] = Field(
+        "json", description="json: the JSON topics; sparkplug: Sparkplug B (see uplink.sparkplug)."
+    )
     host: str = Field("localhost", min_length=1, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual for TLS).")
     protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version.")
@@ -234,6 +326,7 @@ class UplinkSettings(Section):
     )
     reconnect_min_s: float = Field(1.0, gt=0.0, description="First reconnect delay.")
     reconnect_max_s: float = Field(60.0, gt=0.0, description="Longest reconnect delay.")
+    sparkplug: SparkplugSettings = Field(default_factory=SparkplugSettings)
 
 
 class ApiSettings(Section):
@@ -292,6 +385,7 @@ class MoltbotConfig(Section):
     device: DeviceSettings = Field(default_factory=DeviceSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)
+    camera: CameraSettings = Field(default_factory=CameraSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     uplink: UplinkSettings = Field(default_factory=UplinkSettings)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -33,11 +34,23 @@ class ClockSource(Protocol):
 class SystemClock:
     """The real clocks: CLOCK_REALTIME, CLOCK_BOOTTIME, the kernel's boot id, NTP state."""
 
-    def __init__(self, sync_flag: Path, *, trust_without_sync: bool) -> None:
+    # How often an unsynchronised clock asks timedatectl again: a device on a line without NTP
+    # must not start a subprocess for every event it stores (the sync flag is still read).
+    TIMEDATECTL_EVERY_S = 30.0
+
+    def __init__(
+        self,
+        sync_flag: Path,
+        *,
+        trust_without_sync: bool,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._sync_flag = sync_flag
         self._trust_without_sync = trust_without_sync
         self._synced = False  # latched: once synchronised, trusted for the rest of the boot
         self._boot_id: str | None = None
+        self._monotonic = monotonic
+        self._asked_at: float | None = None
 
     def wall(self) -> float:
         return time.time()
@@ -56,8 +69,15 @@ class SystemClock:
     def wall_is_trusted(self) -> bool:
         if self._trust_without_sync or self._synced:
             return True
-        self._synced = self._sync_flag.exists() or _timedatectl_says_synchronized()
+        self._synced = self._sync_flag.exists() or self._ask_timedatectl()
         return self._synced
+
+    def _ask_timedatectl(self) -> bool:
+        now = self._monotonic()
+        if self._asked_at is not None and now - self._asked_at < self.TIMEDATECTL_EVERY_S:
+            return False
+        self._asked_at = now
+        return _timedatectl_says_synchronized()
 
 
 def _timedatectl_says_synchronized() -> bool:

@@ -10,6 +10,13 @@ fsync the separate files it uses for large values. diskcache's own eviction is o
 Layout inside the cache: ``m:<seq, 20 digits>`` → message JSON, in acceptance order;
 ``s:<name>`` → counters (sequence, bytes, count per priority, delivered/expired/dropped totals)
 and the elapsed-clock checkpoint. Every change to messages and counters is one transaction.
+
+Disk space: ``max_bytes`` caps what the outbox takes on disk — SQLite's used pages, its
+write-ahead log (bounded by a checkpoint threshold and ``journal_size_limit`` scaled to the cap)
+and the space reserve — so the cap, not a full disk, is what a flood of telemetry meets first.
+A small reserve file is kept and released when the disk is full anyway (filled by something
+else): at open, so that a device rebooted on a full disk still starts and drains, and for the
+deletes of delivered messages.
 """
 
 from __future__ import annotations
@@ -21,16 +28,18 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import diskcache
 
 from edge.config.model import MoltbotConfig
 from edge.errors import MessageRejectedError, OutboxError, OutboxFullError
+from edge.outbox import rows
 from edge.outbox.clock import (
     ClockCheckpoint,
     ClockSource,
@@ -40,20 +49,32 @@ from edge.outbox.clock import (
     corrected_wall_time,
 )
 from edge.outbox.eviction import StoredEntry, choose_victims
-from edge.outbox.message import OutboxMessage, validate_kind, validate_payload
+from edge.outbox.message import OutboxMessage, normalise_payload, validate_kind
 
 logger = logging.getLogger(__name__)
 
 MESSAGE_PREFIX = "m:"
+MESSAGES_END = "m;"  # sorts after every message key
+COUNT_PREFIX = "s:count:"
 SEQ_KEY = "s:seq"
 BYTES_KEY = "s:bytes"
 CLOCK_KEY = "s:clock"
 TOTAL_KEYS = ("delivered", "expired", "dropped")
 LOWEST_PRIORITY = -(10**6)  # for kinds the priorities table does not name
 RESERVE_FILE = "space-reserve"
+WAL_FILE = "cache.db-wal"  # diskcache's database is cache.db
 RESERVE_BYTES = 1 << 20  # released on a full disk so that deletes (which need WAL space) work
+MIN_RESERVE_BYTES = 64 * 1024
+DEFAULT_PAGE_BYTES = 4096
+MAX_WAL_PAGES = 1000  # SQLite's default checkpoint threshold, for large caps
+MIN_WAL_PAGES = 16
 MIN_FREE_BYTES = 1 << 20  # below this, an I/O error on write is taken for a full disk
 EVICT_TO_SHARE = 0.95  # free a little more than needed, so the next puts do not evict again
+SURE_SHARE = 0.75  # below this share of the cap (estimated), a put skips measuring the disk
+RESERVE_CHECK_S = 1.0  # how often a put looks whether the space reserve needs re-creating
+SIZE_PROBE_SEQ = 10**19  # the widest sequence number: the size check's worst case
+HEADER_BYTES_BOUND = 1024  # a stored message's fields but payload and topic take less
+PAGE_MESSAGES = 512  # messages read per query when walking the outbox
 
 SQLITE_SETTINGS: dict[str, Any] = {
     "sqlite_journal_mode": "wal",
@@ -72,17 +93,35 @@ def message_key(seq: int) -> str:
 
 
 def _count_key(priority: int) -> str:
-    return f"s:count:{priority}"
+    return f"{COUNT_PREFIX}{priority}"
 
 
 def _total_key(name: str) -> str:
     return f"s:total:{name}"
 
 
+def reserve_bytes_for(max_bytes: int) -> int:
+    """The space reserve for a cap: 1 MiB, an eighth of a small cap."""
+    return min(RESERVE_BYTES, max(MIN_RESERVE_BYTES, max_bytes // 8))
+
+
+def wal_pages_for(max_bytes: int) -> int:
+    """Checkpoint threshold (pages) so the write-ahead log takes at most an eighth of the cap."""
+    return min(MAX_WAL_PAGES, max(MIN_WAL_PAGES, max_bytes // 8 // DEFAULT_PAGE_BYTES))
+
+
+def sqlite_settings(max_bytes: int) -> dict[str, Any]:
+    wal_pages = wal_pages_for(max_bytes)
+    return SQLITE_SETTINGS | {
+        "sqlite_wal_autocheckpoint": wal_pages,
+        "sqlite_journal_size_limit": wal_pages * DEFAULT_PAGE_BYTES,  # truncate after checkpoints
+    }
+
+
 @dataclass(frozen=True)
 class OutboxStats:
     depth: int
-    bytes: int
+    bytes: int  # of the stored messages
     max_bytes: int
     oldest_age_s: float | None
     delivered_total: int
@@ -90,12 +129,54 @@ class OutboxStats:
     dropped_total: int
     refused_total: int
     depth_by_priority: dict[int, int] = field(default_factory=dict)
+    disk_bytes: int = 0  # what counts against max_bytes: SQLite pages in use, its WAL, reserve
 
     def estimated_drain_s(self, messages_per_s: float) -> float | None:
         return self.depth / messages_per_s if messages_per_s > 0 else None
 
 
 Listener = Callable[[OutboxMessage], None]
+
+
+@dataclass(frozen=True)
+class AcceptedEvent:
+    """An event that passed validation (:meth:`Outbox.accept`), not yet stored."""
+
+    kind: str
+    payload: dict[str, Any]
+    qos: int
+    priority: int
+    topic: str
+
+
+class Queued(Protocol):
+    """What deleting needs of a stored message (an ``OutboxMessage`` or a ``StoredEntry``)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def priority(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Stamp:
+    """The clocks read once for a put (or a burst of them)."""
+
+    wall: float
+    trusted: bool
+    boot_id: str
+    boottime: float
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class _Measurement:
+    """The outbox's disk use as last measured, with the payload bytes stored at that moment."""
+
+    pages_bytes: int
+    overhead_bytes: int  # write-ahead log + space reserve
+    payload_bytes: int
+    factor: float  # disk bytes per payload byte
 
 
 class Outbox:
@@ -122,16 +203,12 @@ class Outbox:
         self._listeners: list[Listener] = []
         self._refused_total = 0
         self._lock = threading.Lock()
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._cache = diskcache.Cache(str(directory), **SQLITE_SETTINGS)
-        except (OSError, sqlite3.Error) as exc:
-            raise OutboxError(
-                f"cannot open the outbox: {exc}",
-                where=str(directory),
-                hint="check that the data partition is mounted, writable and not full",
-            ) from exc
         self._reserve = directory / RESERVE_FILE
+        self._reserve_bytes = reserve_bytes_for(max_bytes)
+        self._reserve_check_due = 0.0
+        self._wal_limit_bytes = wal_pages_for(max_bytes) * DEFAULT_PAGE_BYTES
+        self._measured: _Measurement | None = None
+        self._cache = self._open_cache()
         self._ensure_reserve()
         raw_checkpoint = self._cache.get(CLOCK_KEY)
         last = ClockCheckpoint.from_json(json.loads(raw_checkpoint)) if raw_checkpoint else None
@@ -158,56 +235,181 @@ class Outbox:
             clock=clock or SystemClock(cache.clock_sync_flag, trust_without_sync=trust),
         )
 
+    def _open_cache(self) -> diskcache.Cache:
+        """Open SQLite; on a full disk, give back the space reserve and try once more."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            return diskcache.Cache(str(self.directory), **sqlite_settings(self.max_bytes))
+        except (OSError, sqlite3.Error) as exc:
+            if not (self._disk_full(exc) and self._reserve.exists()):
+                raise self._cannot_open(exc) from exc
+            logger.warning("disk full while opening the outbox: releasing the space reserve")
+            self._release_reserve()
+        try:
+            return diskcache.Cache(str(self.directory), **sqlite_settings(self.max_bytes))
+        except (OSError, sqlite3.Error) as exc:
+            raise self._cannot_open(exc) from exc
+
+    def _cannot_open(self, exc: Exception) -> OutboxError:
+        return OutboxError(
+            f"cannot open the outbox: {exc}",
+            where=str(self.directory),
+            hint="check that the data partition is mounted, writable and not full"
+            + (" (it is full: free some space on it)" if self._disk_full(exc) else ""),
+        )
+
+    def _disk_full(self, exc: Exception) -> bool:
+        return (
+            (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
+            or "full" in str(exc).lower()
+            or _free_bytes(self.directory) < MIN_FREE_BYTES
+        )
+
     # -- writing ---------------------------------------------------------------------------
 
     def put(self, kind: str, payload: object, *, qos: int = 1) -> OutboxMessage:
         """Store one event durably; returns only once it is on disk."""
-        validate_kind(kind)
-        data = validate_payload(payload)
-        if qos not in (0, 1):
-            raise MessageRejectedError(
-                f"qos must be 0 or 1, got {qos}", where="qos", hint="events use QoS 1"
-            )
-        priority = self.priorities.get(kind, LOWEST_PRIORITY)
-        source = self._source
-        self._ensure_reserve()  # best effort: SQLite may still reuse pages freed by deletes
-        try:
-            with self._cache.transact():
-                seq = int(self._cache.incr(SEQ_KEY))
-                message = OutboxMessage(
-                    id=str(uuid.uuid4()),
-                    seq=seq,
-                    kind=kind,
-                    topic=self._topic_for(kind),
-                    payload=data,
-                    qos=qos,
-                    priority=priority,
-                    created_wall=source.wall(),
-                    created_trusted=source.wall_is_trusted(),
-                    created_boot_id=source.boot_id(),
-                    created_boottime=source.boottime(),
-                    created_elapsed=self.clock.now(),
-                )
-                raw = message.to_bytes()
-                self._check_size(kind, len(raw))
-                fits = self._make_room(message, len(raw))
-                if fits:
-                    self._cache.set(message_key(seq), raw)
-                    self._adjust(priority, 1, len(raw))
-                else:
-                    self._adjust_total("dropped", 1)
-        except (OSError, sqlite3.OperationalError, diskcache.Timeout) as exc:
-            raise self._refused(kind, exc) from exc
-        if not fits:
+        (message,) = self._store([self.accept(kind, payload, qos=qos)])
+        if message is None:
             raise OutboxFullError(
                 f"the outbox is at its cap ({self.max_bytes} bytes) with messages of higher "
                 f"priority than this {kind} message, which was dropped",
                 where="cache.max_bytes",
                 hint="raise cache.max_bytes or the priority of this kind, or restore the uplink",
             )
-        for listener in list(self._listeners):
-            listener(message)
         return message
+
+    def put_many(self, events: Iterable[AcceptedEvent]) -> list[OutboxMessage | None]:
+        """Store a burst of events in one transaction: one fsync, durable when this returns.
+
+        ``events`` come from :meth:`accept` (so a bad one was refused, with its reason, before
+        anything was stored). The answer is aligned with ``events``: ``None`` for an event the
+        cap dropped (only higher-priority messages fill the outbox), which ``put`` would have
+        raised :class:`OutboxFullError` for. A failed write (full disk) stores none of them.
+        """
+        return self._store(list(events))
+
+    def accept(self, kind: str, payload: object, *, qos: int = 1) -> AcceptedEvent:
+        """Validate one event for :meth:`put_many`; ``MessageRejectedError`` says what is wrong.
+
+        The size limit is checked here, so a burst never fails halfway for one oversized
+        event: a payload that comes near the limit is measured as the message it becomes
+        (with the widest sequence number); a small one needs no measuring.
+        """
+        validate_kind(kind)
+        data, payload_chars = normalise_payload(payload)
+        if qos not in (0, 1):
+            raise MessageRejectedError(
+                f"qos must be 0 or 1, got {qos}", where="qos", hint="events use QoS 1"
+            )
+        event = AcceptedEvent(
+            kind, data, qos, self.priorities.get(kind, LOWEST_PRIORITY), self._topic_for(kind)
+        )
+        if payload_chars + len(event.topic) + HEADER_BYTES_BOUND > self.max_message_bytes:
+            probe = self._message(event, SIZE_PROBE_SEQ, self._stamp())
+            self._check_size(kind, len(probe.to_bytes()))
+        return event
+
+    def _stamp(self) -> _Stamp:
+        source = self._source
+        return _Stamp(
+            source.wall(),
+            source.wall_is_trusted(),
+            source.boot_id(),
+            source.boottime(),
+            self.clock.now(),
+        )
+
+    @staticmethod
+    def _message(event: AcceptedEvent, seq: int, stamp: _Stamp) -> OutboxMessage:
+        return OutboxMessage(
+            id=str(uuid.uuid4()),
+            seq=seq,
+            kind=event.kind,
+            topic=event.topic,
+            payload=event.payload,
+            qos=event.qos,
+            priority=event.priority,
+            created_wall=stamp.wall,
+            created_trusted=stamp.trusted,
+            created_boot_id=stamp.boot_id,
+            created_boottime=stamp.boottime,
+            created_elapsed=stamp.elapsed,
+        )
+
+    def _store(self, events: list[AcceptedEvent]) -> list[OutboxMessage | None]:
+        """One transaction: sequence numbers, room under the cap, rows, counters."""
+        if not events:
+            return []
+        self._ensure_reserve_now_and_then()  # best effort: SQLite may reuse freed pages
+        stamp = self._stamp()
+        try:
+            with self._cache.transact():
+                last = rows.add_to_counter(self._cache, SEQ_KEY, len(events))
+                messages = [
+                    self._message(event, seq, stamp)
+                    for seq, event in enumerate(events, start=last - len(events) + 1)
+                ]
+                encoded = [message.to_bytes() for message in messages]
+                if self._surely_fits(sum(len(raw) for raw in encoded)):
+                    kept = [True] * len(messages)
+                    self._insert(messages, encoded)
+                else:  # near the cap: one message at a time, evicting as the cap says
+                    kept, pending = [], 0
+                    for message, raw in zip(messages, encoded, strict=True):
+                        kept.append(self._insert_or_drop(message, raw, pending))
+                        pending += len(raw) if kept[-1] else 0
+        except (
+            OSError,
+            sqlite3.OperationalError,
+            sqlite3.IntegrityError,
+            diskcache.Timeout,
+        ) as exc:
+            raise self._refused([event.kind for event in events], exc) from exc
+        stored = [m if fits else None for m, fits in zip(messages, kept, strict=True)]
+        for maybe in stored:
+            if maybe is not None:
+                for listener in list(self._listeners):
+                    listener(maybe)
+        return stored
+
+    def _insert(self, messages: list[OutboxMessage], encoded: list[bytes]) -> None:
+        rows.insert_values(
+            self._cache,
+            [(message_key(m.seq), raw) for m, raw in zip(messages, encoded, strict=True)],
+        )
+        deltas = {BYTES_KEY: sum(len(raw) for raw in encoded)}
+        for message in messages:
+            key = _count_key(message.priority)
+            deltas[key] = deltas.get(key, 0) + 1
+        rows.add_to_counters(self._cache, deltas)
+
+    def _insert_or_drop(self, message: OutboxMessage, raw: bytes, pending: int) -> bool:
+        if self._make_room(message, len(raw), pending):
+            self._insert([message], [raw])
+            return True
+        self._adjust_total("dropped", 1)
+        return False
+
+    def _surely_fits(self, incoming: int) -> bool:
+        """True when ``incoming`` bytes fit under the cap by a wide margin, judged without
+        measuring SQLite's pages (three PRAGMAs and two ``stat`` calls per put).
+
+        The estimate is the last measurement plus what the stored payload grew by since (every
+        process's puts count in the payload counter), times the measured overhead factor, plus
+        the largest write-ahead log the checkpoint settings allow and this transaction's share
+        of it. Near the cap (above ``SURE_SHARE`` of it) every put measures, as before.
+        """
+        last = self._measured
+        if last is None:
+            return False
+        growth = max(0, rows.counter(self._cache, BYTES_KEY) - last.payload_bytes)
+        estimate = (
+            last.pages_bytes
+            + (growth + 2 * incoming) * last.factor
+            + max(last.overhead_bytes, self._wal_limit_bytes + self._reserve_bytes)
+        )
+        return estimate <= self.max_bytes * SURE_SHARE
 
     def _check_size(self, kind: str, size: int) -> None:
         if size > self.max_message_bytes:
@@ -219,43 +421,51 @@ class Outbox:
                 "message size limit allows it",
             )
 
-    def _refused(self, kind: str, exc: Exception) -> OutboxError:
-        self._refused_total += 1
-        disk_full = (
-            (isinstance(exc, OSError) and exc.errno == errno.ENOSPC)
-            or "full" in str(exc).lower()
-            or _free_bytes(self.directory) < MIN_FREE_BYTES
+    def _refused(self, kinds: list[str], exc: Exception) -> OutboxError:
+        self._refused_total += len(kinds)
+        disk_full = self._disk_full(exc)
+        kind = kinds[0] if len(set(kinds)) == 1 else "/".join(sorted(set(kinds)))
+        what = (
+            f"this {kind} message was" if len(kinds) == 1 else f"these {len(kinds)} messages were"
         )
-        logger.error("outbox refused a %s message: %s", kind, exc)
+        logger.error("outbox refused %d %s message(s): %s", len(kinds), kind, exc)
         if disk_full:
             return OutboxFullError(
-                f"the disk is full: this {kind} message was refused; stored messages are kept "
-                "and keep syncing",
+                f"the disk is full: {what} refused; stored messages are kept and keep syncing",
                 where=str(self.directory),
                 hint="free space on the data partition or lower cache.max_disk_share",
             )
         return OutboxError(
-            f"cannot store the {kind} message: {exc}",
+            f"cannot store {what.removesuffix(' was').removesuffix(' were')}: {exc}",
             where=str(self.directory),
             hint="check the data partition (mounted read-only? failing SD card?)",
         )
 
-    def _make_room(self, incoming: OutboxMessage, size: int) -> bool:
+    def _make_room(self, incoming: OutboxMessage, size: int, pending: int = 0) -> bool:
         """Evict lowest-priority, oldest messages until ``size`` more bytes fit under the cap.
 
+        The cap is on disk bytes (:meth:`_disk_usage`); a message takes more on disk than its
+        length (SQLite rows, indexes, page slack), by a factor measured on what is stored.
+        ``pending``: bytes this transaction stored already (a burst); the write-ahead log
+        grows by them at commit, so they count twice until then.
         False: only messages of higher priority fill the outbox; the incoming one must go.
         """
-        used = int(self._cache.get(BYTES_KEY, 0))
-        if used + size <= self.max_bytes:
+        payload = rows.counter(self._cache, BYTES_KEY)
+        pages_bytes, overhead_bytes = self._disk_usage()
+        factor = min(8.0, max(1.0, pages_bytes / payload)) if payload else 1.0
+        self._measured = _Measurement(pages_bytes, overhead_bytes, payload, factor)
+        overhead_bytes += int(pending * factor)
+        incoming_disk = int(size * factor)
+        if pages_bytes + overhead_bytes + incoming_disk <= self.max_bytes:
             return True
-        need = used + size - int(self.max_bytes * EVICT_TO_SHARE)
+        need_disk = (
+            pages_bytes + overhead_bytes + incoming_disk - int(self.max_bytes * EVICT_TO_SHARE)
+        )
+        need = int(need_disk / factor) + 1
         victims = choose_victims(self._entries(), need, incoming.priority)
         if victims is None:
             return False
-        for victim in victims:
-            self._cache.delete(message_key(victim.seq))
-            self._adjust(victim.priority, -1, -victim.size)
-        self._adjust_total("dropped", len(victims))
+        self._delete(victims, "dropped")
         logger.warning(
             "outbox at its cap: dropped %d oldest lowest-priority message(s) for a %s message",
             len(victims),
@@ -263,13 +473,18 @@ class Outbox:
         )
         return True
 
+    def _disk_usage(self) -> tuple[int, int]:
+        """(bytes of SQLite pages in use, bytes of its write-ahead log + the space reserve)."""
+        sql = self._cache._sql  # diskcache has no public page statistics
+        ((page_count,),) = sql("PRAGMA page_count").fetchall()
+        ((free_pages,),) = sql("PRAGMA freelist_count").fetchall()
+        ((page_size,),) = sql("PRAGMA page_size").fetchall()
+        pages = (int(page_count) - int(free_pages)) * int(page_size)
+        return pages, _file_bytes(self.directory / WAL_FILE) + _file_bytes(self._reserve)
+
     def _entries(self) -> Iterator[StoredEntry]:
         for message, size in self._iter_messages():
             yield StoredEntry(message.seq, message.priority, size)
-
-    def _adjust(self, priority: int, count: int, size: int) -> None:
-        self._cache.incr(_count_key(priority), count)
-        self._cache.incr(BYTES_KEY, size)
 
     def _adjust_total(self, name: str, amount: int) -> None:
         if amount:
@@ -282,24 +497,22 @@ class Outbox:
     # -- reading ---------------------------------------------------------------------------
 
     def _iter_messages(self, start_seq: int = 0) -> Iterator[tuple[OutboxMessage, int]]:
-        for key in self._cache.iterkeys():
-            if not isinstance(key, str) or not key.startswith(MESSAGE_PREFIX):
-                break  # message keys sort before the s: counters
-            if int(key[len(MESSAGE_PREFIX) :]) < start_seq:
-                continue
-            raw = self._cache.get(key)
-            if raw is not None:
-                yield OutboxMessage.from_bytes(raw), len(raw)
+        after = max(0, start_seq - 1)
+        while True:
+            found = rows.values_after(self._cache, message_key(after), MESSAGES_END, PAGE_MESSAGES)
+            for _key, raw in found:
+                message = OutboxMessage.from_bytes(raw)
+                yield message, len(raw)
+                after = message.seq
+            if len(found) < PAGE_MESSAGES:
+                return
 
     def first_seq(self) -> int | None:
-        for key in self._cache.iterkeys():
-            if isinstance(key, str) and key.startswith(MESSAGE_PREFIX):
-                return int(key[len(MESSAGE_PREFIX) :])
-            return None
-        return None
+        found = rows.values_after(self._cache, message_key(0), MESSAGES_END, 1)
+        return int(found[0][0][len(MESSAGE_PREFIX) :]) if found else None
 
     def last_seq(self) -> int:
-        return int(self._cache.get(SEQ_KEY, 0))
+        return rows.counter(self._cache, SEQ_KEY)
 
     def get(self, seq: int) -> OutboxMessage | None:
         raw = self._cache.get(message_key(seq))
@@ -307,35 +520,29 @@ class Outbox:
 
     def read_from(self, seq: int, limit: int) -> list[OutboxMessage]:
         """Up to ``limit`` messages with sequence ≥ ``seq``, oldest first."""
-        found: list[OutboxMessage] = []
-        first = self.first_seq()
-        if first is None:
-            return found
-        current, last = max(seq, first), self.last_seq()
-        while current <= last and len(found) < limit:
-            message = self.get(current)
-            if message is not None:
-                found.append(message)
-            current += 1
-        return found
+        return self.page(max(0, seq - 1), limit)
 
     def peek(self, count: int) -> list[OutboxMessage]:
-        return self.read_from(0, count)
+        return self.page(0, count)
+
+    def page(self, after_seq: int, limit: int) -> list[OutboxMessage]:
+        """Up to ``limit`` messages with a sequence number above ``after_seq``, oldest first.
+
+        One query on the key index (gaps left by delivered or evicted messages cost nothing),
+        so a listing — or the uplink's drain — pages through any backlog with ``after_seq`` =
+        the last one it got.
+        """
+        found = rows.values_after(self._cache, message_key(after_seq), MESSAGES_END, limit)
+        return [OutboxMessage.from_bytes(raw) for _key, raw in found]
 
     def __len__(self) -> int:
         return sum(self._counts().values())
 
     def _counts(self) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        for key in self._cache.iterkeys(reverse=True):
-            if not isinstance(key, str) or not key.startswith("s:count:"):
-                if isinstance(key, str) and key.startswith(MESSAGE_PREFIX):
-                    break
-                continue
-            value = int(self._cache.get(key, 0))
-            if value:
-                counts[int(key.removeprefix("s:count:"))] = value
-        return counts
+        counters = rows.counters_between(self._cache, COUNT_PREFIX, COUNT_PREFIX[:-1] + ";")
+        return {
+            int(key.removeprefix(COUNT_PREFIX)): value for key, value in counters.items() if value
+        }
 
     # -- time ------------------------------------------------------------------------------
 
@@ -378,18 +585,41 @@ class Outbox:
             if not self._reserve.exists():
                 raise
             logger.warning("disk full while removing messages: releasing the space reserve")
-            self._reserve.unlink(missing_ok=True)
+            self._release_reserve()
             return self._remove_once(batch, reason)
+
+    def _delete(self, items: Sequence[Queued], reason: str) -> int:
+        """Delete stored messages (one statement per 900) and adjust the counters once per
+        priority; call inside a transaction. Returns how many were still there."""
+        priority_of = {message_key(item.seq): item.priority for item in items}
+        deleted = rows.delete_keys(self._cache, priority_of)
+        deltas = {BYTES_KEY: -sum(deleted.values()), _total_key(reason): len(deleted)}
+        for key in deleted:
+            count_key = _count_key(priority_of[key])
+            deltas[count_key] = deltas.get(count_key, 0) - 1
+        rows.add_to_counters(self._cache, deltas)
+        return len(deleted)
+
+    def _ensure_reserve_now_and_then(self) -> None:
+        """:meth:`_ensure_reserve` at most once a second (a ``stat`` per put is measurable)."""
+        now = time.monotonic()
+        if now >= self._reserve_check_due:
+            self._reserve_check_due = now + RESERVE_CHECK_S
+            self._ensure_reserve()
+
+    def _release_reserve(self) -> None:
+        self._reserve.unlink(missing_ok=True)
+        self._reserve_check_due = 0.0  # the next put tries to take it back
 
     def _ensure_reserve(self) -> bool:
         """Keep a small file of free space that a full disk can give back to SQLite."""
         if self._reserve.exists():
             return True
-        if _free_bytes(self.directory) < 2 * RESERVE_BYTES:
+        if _free_bytes(self.directory) < 2 * self._reserve_bytes:
             return False
         try:
             with self._reserve.open("wb") as stream:
-                os.posix_fallocate(stream.fileno(), 0, RESERVE_BYTES)
+                os.posix_fallocate(stream.fileno(), 0, self._reserve_bytes)
         except OSError as exc:
             self._reserve.unlink(missing_ok=True)
             logger.warning("cannot create the outbox space reserve: %s", exc)
@@ -397,15 +627,9 @@ class Outbox:
         return True
 
     def _remove_once(self, messages: list[OutboxMessage], reason: str) -> int:
-        removed = 0
         try:
             with self._cache.transact():
-                for message in messages:
-                    raw = self._cache.pop(message_key(message.seq), default=None)
-                    if raw is not None:
-                        removed += 1
-                        self._adjust(message.priority, -1, -len(raw))
-                self._adjust_total(reason, removed)
+                removed = self._delete(messages, reason)
         except (OSError, sqlite3.OperationalError, diskcache.Timeout) as exc:
             raise OutboxError(
                 f"cannot remove {reason} messages: {exc}; they stay queued (a later retry or "
@@ -445,6 +669,7 @@ class Outbox:
         oldest = next(self._iter_messages(), None)
         totals = {name: int(self._cache.get(_total_key(name), 0)) for name in TOTAL_KEYS}
         counts = self._counts()
+        pages_bytes, overhead_bytes = self._disk_usage()
         return OutboxStats(
             depth=sum(counts.values()),
             bytes=int(self._cache.get(BYTES_KEY, 0)),
@@ -455,11 +680,19 @@ class Outbox:
             dropped_total=totals["dropped"],
             refused_total=self._refused_total,
             depth_by_priority=counts,
+            disk_bytes=pages_bytes + overhead_bytes,
         )
 
     def close(self) -> None:
         self.checkpoint_clock()
         self._cache.close()
+
+
+def _file_bytes(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _free_bytes(directory: Path) -> int:

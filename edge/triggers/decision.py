@@ -1,15 +1,26 @@
 """When does a model output become a defect event? Pure logic, no I/O.
 
-Per defect class: a frame is a *hit* when the class's probability reaches its threshold
-(``triggers.class_thresholds`` > the model manifest's thresholds > ``triggers.default_threshold``).
-The class fires when at least N of the last M frames were hits (debounce) and it has not fired
-within ``cooldown_s``; firing clears that class's window.
+Two modes, chosen per frame source (``triggers.*_mode``, ``camera.mode``):
+
+``stream`` (a camera or video watching one scene): per defect class, a frame is a *hit* when
+the class's probability reaches its threshold (``triggers.class_thresholds`` > the model
+manifest's thresholds > ``triggers.default_threshold``). The class fires when at least N of the
+last M frames were hits (debounce) and it has not fired within ``cooldown_s``; firing clears
+that class's window.
+
+``part`` (every frame shows a different part: uploads, the watched folder, a triggered
+capture): no debounce and no cooldown. A part is defective when any defect class reaches its
+threshold, and every defective part is exactly one decision, for its highest-scoring class.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+
+from edge.config.model import TriggerMode
+
+__all__ = ["DefectDecision", "PartDecider", "Thresholds", "TriggerDecider", "TriggerMode"]
 
 
 @dataclass(frozen=True)
@@ -18,10 +29,46 @@ class DefectDecision:
     score: float
     hits: int
     window: int
+    classes: tuple[str, ...] = ()  # part mode: every defect class over its threshold
+
+
+@dataclass
+class Thresholds:
+    ok_label: str
+    per_class: dict[str, float]
+    default: float
+
+    def hit(self, label: str, score: float) -> bool:
+        return label != self.ok_label and score >= self.per_class.get(label, self.default)
+
+
+@dataclass
+class PartDecider:
+    """Part mode: one decision per defective part, nothing remembered between parts."""
+
+    thresholds: Thresholds
+    decisions_total: dict[str, int] = field(default_factory=dict)
+
+    def observe(self, scores: dict[str, float]) -> DefectDecision | None:
+        over = sorted(
+            (
+                (score, label)
+                for label, score in scores.items()
+                if self.thresholds.hit(label, score)
+            ),
+            reverse=True,
+        )
+        if not over:
+            return None
+        score, label = over[0]
+        self.decisions_total[label] = self.decisions_total.get(label, 0) + 1
+        return DefectDecision(label, score, 1, 1, tuple(name for _, name in over))
 
 
 @dataclass
 class TriggerDecider:
+    """Stream mode: N-of-M debounce and cooldown per class."""
+
     ok_label: str
     thresholds: dict[str, float]
     default_threshold: float

@@ -57,9 +57,10 @@ class CommandRouter:
             return {}
         try:
             decoded = json.loads(raw_payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise MoltbotError(
-                f"command {name!r} payload is not JSON: {exc}",
+                f"command {name!r} payload is not JSON: "
+                + ("nested too deeply" if isinstance(exc, RecursionError) else str(exc)),
                 hint='send a JSON object, e.g. {} or {"model": "defect@2"}',
             ) from exc
         if not isinstance(decoded, dict):

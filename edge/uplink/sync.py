@@ -31,8 +31,6 @@ from enum import StrEnum
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config.model import UplinkSettings
@@ -41,13 +39,18 @@ from edge.outbox.message import OutboxMessage
 from edge.outbox.store import Outbox
 from edge.uplink.commands import CommandRouter
 from edge.uplink.connection import build_client
-from edge.uplink.topics import AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, TopicScheme
+from edge.uplink.dialect import Dialect, JsonDialect, Stamped
+from edge.uplink.topics import TopicScheme
 
 logger = logging.getLogger(__name__)
 
 ACK_BATCH = 512  # acknowledged messages deleted per transaction, at most
 ACK_FLUSH_S = 0.05  # ... or after this long
 IDLE_POLL_S = 0.2  # how often an idle link looks for messages put by other processes
+PREFETCH_MESSAGES = 256  # backlog read per query, ahead of the window
+DRAINED_POLL_S = 0.02
+HANDED_AHEAD = 256  # backlog messages handed to paho beyond the in-flight window
+SETTLE_S = 0.002  # with paho's queue full, let acknowledgements gather before handling them
 LIVE_LANE_MAX = 10_000  # beyond this, new events wait in the backlog like the rest
 
 
@@ -55,6 +58,7 @@ class LinkState(StrEnum):
     STOPPED = "stopped"
     CONNECTING = "connecting"
     CONNECTED = "connected"
+    WAITING_FOR_HOST = "waiting_for_host"  # Sparkplug: connected, the primary host is offline
     BACKING_OFF = "backing_off"
     REFUSED = "refused"
 
@@ -90,10 +94,12 @@ class Uplink:
         client_factory: ClientFactory = build_client,
         rng: random.Random | None = None,
         sweep_interval_s: float = 60.0,
+        dialect: Dialect | None = None,
     ) -> None:
         self.outbox = outbox
         self.settings = settings
         self.topics = topics
+        self.dialect = dialect or JsonDialect(topics, mqtt_v5=settings.protocol == "5")
         self.commands = CommandRouter(outbox)
         self.counters = UplinkCounters()
         self.state = LinkState.STOPPED
@@ -140,7 +146,7 @@ class Uplink:
         while time.monotonic() < deadline:
             if len(self.outbox) == 0:
                 return True
-            time.sleep(0.05)
+            time.sleep(DRAINED_POLL_S)
         return len(self.outbox) == 0
 
     @property
@@ -195,7 +201,7 @@ class Uplink:
             return None
         client.max_inflight_messages_set(settings.inflight_window)
         client.max_queued_messages_set(0)
-        client.will_set(self.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True)
+        self.dialect.will(client)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
@@ -215,6 +221,7 @@ class Uplink:
         client.loop_start()
         kind, details = self._await_connack(settings.connect_timeout_s)
         if kind == "connack" and not details[0].is_failure:
+            self.state = LinkState.CONNECTED
             self.counters.connects_total += 1
             self._reported_refusal = None
             self.last_error = None
@@ -295,12 +302,21 @@ class _Session:
         self.uplink = uplink
         self.client = client
         self.outbox = uplink.outbox
-        self.window = uplink.settings.inflight_window
-        self.v5 = uplink.settings.protocol == "5"
+        # paho keeps at most ``inflight_window`` unacknowledged; up to HANDED_AHEAD more wait
+        # in paho's queue, so each PUBACK sends the next message from paho's network thread
+        # at once instead of after a round trip through this thread (the window stays full,
+        # and this thread handles acknowledgements in batches). A live event waits behind at
+        # most those: milliseconds at the drain's rate.
+        self.mqtt_window = uplink.settings.inflight_window
+        self.window = self.mqtt_window + HANDED_AHEAD
+        self.backlog_window = uplink._backlog_window + HANDED_AHEAD
+        self.dialect = uplink.dialect
         self.inflight: dict[int, tuple[OutboxMessage, bool]] = {}  # mid → (message, is_live)
         self.backlog_inflight = 0
         self.live_sent: set[int] = set()
-        self.cursor = 0
+        self.cursor = 0  # the next backlog sequence number to publish
+        self.prefetched: deque[OutboxMessage] = deque()  # read ahead, not yet published
+        self.read_after = 0  # the last sequence number read into ``prefetched``
         self.acked: list[OutboxMessage] = []
         self.first_ack_at = 0.0
         self.next_sweep = time.monotonic()
@@ -308,17 +324,18 @@ class _Session:
 
     def run(self) -> None:
         uplink = self.uplink
-        topics = uplink.topics
-        self.client.publish(topics.availability, AVAILABILITY_ONLINE, qos=1, retain=True)
-        self.client.subscribe(topics.command_filter, qos=1)
-        uplink.state = LinkState.CONNECTED
-        uplink._connected.set()
+        self.dialect.begin(self.client)
         logger.info(
-            "connected to %s:%d as %s", uplink.settings.host, uplink.settings.port, topics.device
+            "connected to %s:%d as %s",
+            uplink.settings.host,
+            uplink.settings.port,
+            uplink.topics.device,
         )
         try:
             while self.alive and not uplink._stop.is_set():
+                self._follow_readiness()
                 self._fill_window()
+                self.dialect.tick(self.client)
                 self._handle_events(self._wait_s())
                 self._flush_acks(force=False)
                 self._sweep()
@@ -327,12 +344,24 @@ class _Session:
         finally:
             self._flush_acks(force=True)
 
+    def _follow_readiness(self) -> None:
+        """Data flows only while the dialect is ready (Sparkplug: born, primary host online)."""
+        uplink = self.uplink
+        if self.dialect.ready():
+            uplink.state = LinkState.CONNECTED
+            uplink._connected.set()
+        else:
+            uplink.state = LinkState.WAITING_FOR_HOST
+            uplink._connected.clear()
+
     def _wait_s(self) -> float:
         if self.acked:
             return ACK_FLUSH_S
         return IDLE_POLL_S
 
     def _handle_events(self, wait_s: float) -> None:
+        if len(self.inflight) > self.mqtt_window + HANDED_AHEAD // 2:
+            time.sleep(SETTLE_S)  # paho has plenty to send: no need to wake for every PUBACK
         try:
             event = self.uplink._events.get(timeout=wait_s)
         except queue.Empty:
@@ -353,9 +382,12 @@ class _Session:
             self.uplink.last_error = f"disconnected: {event[1]}"
             self.alive = False
         elif kind == "message":
-            name = self.uplink.topics.command_name(event[1])
-            if name:
-                self.uplink.commands.handle(name, event[2])
+            reaction = self.dialect.on_message(self.client, event[1], event[2])
+            for name, payload in reaction.commands:
+                self.uplink.commands.handle(name, payload)
+            if reaction.end_session:
+                self.uplink.last_error = "the session was ended on request"
+                self._end_session()
 
     def _on_puback(self, mid: int, code: ReasonCode) -> None:
         entry = self.inflight.pop(mid, None)
@@ -393,7 +425,14 @@ class _Session:
                 return
             self.acked = []
 
+    def _end_session(self) -> None:
+        self.alive = False
+        self._flush_acks(force=True)
+        self.client.disconnect()
+
     def _fill_window(self) -> None:
+        if not self.dialect.ready():
+            return
         live = self.uplink._live
         while self.alive and live and len(self.inflight) < self.window:
             message = live.popleft()
@@ -402,24 +441,33 @@ class _Session:
                 self._publish(message, is_live=True)
         while (
             self.alive
-            and self.backlog_inflight < self.uplink._backlog_window
+            and self.backlog_inflight < self.backlog_window
             and (len(self.inflight) < self.window)
         ):
             room = min(
-                self.uplink._backlog_window - self.backlog_inflight,
+                self.backlog_window - self.backlog_inflight,
                 self.window - len(self.inflight),
             )
-            batch = self.outbox.read_from(self.cursor, room)
-            if not batch:
+            if not self._prefetch():
                 return
-            for message in batch:
+            for _ in range(min(room, len(self.prefetched))):
                 if self._lost():  # a failed publish ends the session mid-batch
                     return
+                message = self.prefetched.popleft()
                 self.cursor = message.seq + 1
                 if message.seq in self.live_sent:
                     self.live_sent.discard(message.seq)
                     continue
                 self._publish(message, is_live=False)
+
+    def _prefetch(self) -> bool:
+        """Keep a page of the backlog read ahead (one query per page); False: none is left."""
+        if not self.prefetched:
+            page = self.outbox.page(max(self.read_after, self.cursor - 1), PREFETCH_MESSAGES)
+            if page:
+                self.read_after = page[-1].seq
+            self.prefetched.extend(page)
+        return bool(self.prefetched)
 
     def _lost(self) -> bool:
         return not self.alive
@@ -431,14 +479,10 @@ class _Session:
             self.outbox.remove_expired([message])
             return
         created_at, time_source = self.outbox.created_at(message)
-        payload = message.envelope(
-            device=self.uplink.topics.device,
-            site=self.uplink.topics.site,
-            created_at=created_at,
-            time_source=time_source,
+        out = self.dialect.encode(
+            self.client, Stamped(message, created_at, time_source, remaining_s)
         )
-        properties = self._properties(message, remaining_s) if self.v5 else None
-        info = self.client.publish(message.topic, payload, qos=message.qos, properties=properties)
+        info = self.client.publish(out.topic, out.payload, qos=out.qos, properties=out.properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             logger.warning(
                 "publish failed (%s); resuming after reconnect", mqtt.error_string(info.rc)
@@ -450,24 +494,13 @@ class _Session:
         if not is_live:
             self.backlog_inflight += 1
 
-    @staticmethod
-    def _properties(message: OutboxMessage, remaining_s: float) -> Properties:
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.MessageExpiryInterval = max(1, int(remaining_s))
-        properties.UserProperty = [("message-id", message.id), ("kind", message.kind)]
-        properties.ContentType = "application/json"
-        properties.PayloadFormatIndicator = 1
-        return properties
-
     def _sweep(self) -> None:
         if time.monotonic() >= self.next_sweep:
             self.next_sweep = time.monotonic() + self.uplink._sweep_interval_s
             self.outbox.expire()
 
     def _say_offline(self) -> None:
-        info = self.client.publish(
-            self.uplink.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True
-        )
+        info = self.dialect.goodbye(self.client)
         deadline = time.monotonic() + 2.0
         while not info.is_published() and time.monotonic() < deadline:
             self._handle_events(0.05)

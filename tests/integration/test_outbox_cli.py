@@ -94,3 +94,44 @@ def test_purge_asks_for_confirmation(data_dir: Path, mosquitto: MosquittoBroker)
     done = run(data_dir, mosquitto, "outbox", "purge", "--older-than", "0", "--yes")
     assert done.returncode == 0
     assert "purged 1 message(s)" in done.stdout
+
+
+def test_event_send_from_file_queues_every_good_line_and_names_the_bad_ones(
+    data_dir: Path, mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    lines = [json.dumps({"kind": "defect", "payload": {"part": n}}) for n in range(50)]
+    lines[10] = "not json"
+    lines[20] = json.dumps({"kind": "Bad Kind", "payload": {}})
+    batch = tmp_path / "events.jsonl"
+    batch.write_text("\n".join(["# one event per part", *lines, ""]))
+    result = run(data_dir, mosquitto, "event", "send", "--from-file", str(batch))
+    assert result.returncode == 2
+    assert "queued 48 event(s), 2 refused" in result.stdout
+    assert "line 12: not JSON" in result.stderr  # numbered as in the file (comment = line 1)
+    assert "line 22: invalid event kind 'Bad Kind'" in result.stderr
+    peek = run(data_dir, mosquitto, "outbox", "peek", "100")
+    parts = [json.loads(line)["payload"]["part"] for line in peek.stdout.splitlines()]
+    assert parts == [n for n in range(50) if n not in (10, 20)]
+
+
+def test_event_send_reads_payload_lines_from_stdin_for_one_kind(
+    data_dir: Path, mosquitto: MosquittoBroker
+) -> None:
+    stdin = "".join(json.dumps({"part": n}) + "\n" for n in range(5))
+    with collecting(mosquitto) as consumer:
+        result = run(
+            data_dir,
+            mosquitto,
+            "event",
+            "send",
+            "telemetry",
+            "--from-file",
+            "-",
+            "--deliver",
+            stdin=stdin,
+        )
+        assert result.returncode == 0, result.stderr
+        assert consumer.wait_for(
+            lambda ms: len([m for m in ms if "/telemetry" in m.topic]) >= 5, 10
+        )
+    assert "queued 5 event(s), 0 refused" in result.stdout

@@ -59,3 +59,24 @@ def test_every_nth_frame_and_a_missing_file(tmp_path: Path) -> None:
     ]
     with pytest.raises(InputError, match="cannot open video file"):
         list(video_frames(tmp_path / "missing.avi"))
+
+
+def test_a_frame_that_fails_is_skipped_and_the_stream_goes_on(
+    make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    from edge.triggers.video import PixelFrame
+
+    video = tmp_path / "line.avi"
+    write_video(video, ["crack", "crack", "ok"])
+    config = make_config(
+        inference={"precision": "fp32"},
+        triggers={"debounce_hits": 2, "debounce_window": 2, "cooldown_s": 0},
+    )
+    pipeline = TriggerPipeline(config.triggers, serving_defect_model(config), open_outbox(config))
+    broken = PixelFrame(reference="broken#0", pixels=np.zeros((0, 7, 5), dtype=np.uint8))
+    frames = [broken, *video_frames(video), broken]
+    assert pipeline.run_stream(frames, threading.Event()) == 5
+    assert pipeline.stream_frames_failed_total == 2
+    events = [m.payload for m in pipeline.outbox.peek(10)]
+    assert [(e["class"], e["frame"]) for e in events] == [("crack", "line.avi#1")]
+    pipeline.outbox.close()

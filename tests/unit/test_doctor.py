@@ -137,6 +137,7 @@ def test_doctor_json_output_and_exit_code(
         "tensorrt",
         "inference_backend",
         "audio",
+        "camera",
         "models",
         "vosk_model",
         "data_dir",

@@ -210,3 +210,19 @@ def test_ort_gpu_runs_the_defect_model_on_cuda(tmp_path: Path) -> None:
     assert "CUDAExecutionProvider" in served.loaded.describe()["providers"]
     rng = np.random.default_rng(1)
     assert serving.infer_pixels(make_image("crack", rng)).label == "crack"
+
+
+@pytest.mark.parametrize("classes", [2, 4, 64, 65, 1000])
+@pytest.mark.parametrize("logits", [True, False])
+def test_the_top_class_is_numpys_argmax_and_softmax_score(classes: int, logits: bool) -> None:
+    from edge.inference.service import top_class
+
+    rng = np.random.default_rng(classes)
+    for _ in range(50):
+        row = rng.normal(0, 4, classes).astype(np.float32)
+        index, score = top_class(row, logits=logits)
+        assert index == int(row.argmax())
+        wanted = float(np.exp(row - row.max()).sum() ** -1) if logits else float(row.max())
+        assert score == pytest.approx(wanted, rel=1e-5)
+    with_nan = np.array([0.1, np.nan, 0.3], dtype=np.float32)
+    assert top_class(with_nan, logits=logits)[0] == int(with_nan.argmax())

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import MessageRejectedError, OutboxFullError
+from edge.outbox.message import OutboxMessage
 from edge.outbox.store import SQLITE_SETTINGS, Outbox
 from tests.support.fake_clock import FakeClock
 
@@ -141,7 +142,7 @@ def test_cap_drops_lowest_priority_oldest_first(tmp_path: Path, clock: FakeClock
     defects = [box.put("defect", {"n": n, "f": filler}) for n in range(10)]
     telemetry = [box.put("telemetry", {"n": n, "f": filler}) for n in range(60)]
     stats = box.stats()
-    assert stats.bytes <= box.max_bytes
+    assert stats.bytes < stats.disk_bytes <= box.max_bytes  # the cap counts SQLite's overhead
     assert stats.dropped_total > 0
     remaining = {m.id for m in box.peek(1000)}
     assert {m.id for m in defects} <= remaining  # a telemetry flood never evicts a defect
@@ -153,15 +154,15 @@ def test_cap_drops_lowest_priority_oldest_first(tmp_path: Path, clock: FakeClock
 def test_lowest_priority_message_is_dropped_when_only_higher_ones_fill_the_cap(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    box = make_outbox(tmp_path / "o", clock, max_bytes=1 << 20, max_message_bytes=64 * 1024)
+    box = make_outbox(tmp_path / "o", clock, max_bytes=1 << 20, max_message_bytes=256 * 1024)
     filler = "x" * 30_000
-    while box.stats().bytes < (1 << 20) - 40_000:
+    while box.stats().dropped_total == 0:  # until a defect had to evict an older defect
         box.put("defect", {"f": filler})
-    depth = len(box)
+    depth, dropped = len(box), box.stats().dropped_total
     with pytest.raises(OutboxFullError, match="telemetry message, which was dropped"):
-        box.put("telemetry", {"f": filler})
+        box.put("telemetry", {"f": "x" * 200_000})  # more than eviction leaves free
     assert len(box) == depth
-    assert box.stats().dropped_total == 1
+    assert box.stats().dropped_total == dropped + 1
     box.close()
 
 
@@ -213,3 +214,63 @@ def test_listeners_hear_each_durable_message(outbox: Outbox) -> None:
     outbox.add_listener(heard.append)
     message = outbox.put("defect", {})
     assert heard == [message]
+
+
+def test_a_burst_is_stored_in_order_in_one_transaction_and_heard_once_each(
+    outbox: Outbox,
+) -> None:
+    heard = []
+    outbox.add_listener(heard.append)
+    first = outbox.put("defect", {"n": -1})
+    events = [outbox.accept("telemetry", {"n": n}) for n in range(300)]
+    stored = outbox.put_many(events)
+    assert [m.seq for m in stored if m] == list(range(first.seq + 1, first.seq + 301))
+    assert [m.payload["n"] for m in outbox.peek(1000)] == list(range(-1, 300))
+    assert heard == [first, *stored]
+    stats = outbox.stats()
+    assert stats.depth == 301
+    assert stats.depth_by_priority == {30: 1, 0: 300}
+    assert stats.bytes == sum(len(m.to_bytes()) for m in outbox.peek(1000))
+
+
+def test_a_bad_event_is_refused_before_a_burst_touches_the_store(outbox: Outbox) -> None:
+    kept = outbox.put("defect", {})
+    with pytest.raises(MessageRejectedError, match=r"over cache\.max_message_bytes"):
+        outbox.accept("defect", {"blob": "x" * 300_000})
+    with pytest.raises(MessageRejectedError, match="invalid event kind"):
+        outbox.accept("De Fect", {})
+    assert outbox.put_many([]) == []
+    assert outbox.put("defect", {}).seq == kept.seq + 1
+
+
+def test_bursts_at_the_cap_drop_lowest_priority_oldest_first(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    box = make_outbox(tmp_path / "o", clock, max_bytes=1 << 20, max_message_bytes=64 * 1024)
+    filler = "x" * 20_000
+
+    def burst(kind: str, first: int) -> list[OutboxMessage | None]:
+        return box.put_many(
+            [box.accept(kind, {"n": n, "f": filler}) for n in range(first, first + 10)]
+        )
+
+    defects = burst("defect", 0) + burst("defect", 10)
+    telemetry = [m for first in range(0, 60, 10) for m in burst("telemetry", first)]
+    stats = box.stats()
+    assert stats.dropped_total > 0
+    assert stats.disk_bytes <= box.max_bytes + (256 << 10)  # + one burst's write-ahead log
+    remaining = {m.id for m in box.peek(1000)}
+    assert {m.id for m in defects if m} == remaining - {m.id for m in telemetry if m}
+    assert all(defects)  # a telemetry flood never evicts a defect
+    kept = [m.id for m in telemetry if m and m.id in remaining]
+    assert kept == [m.id for m in telemetry if m][-len(kept) :]  # the oldest went
+    box.close()
+
+
+def test_deleting_a_batch_adjusts_every_priority_once(outbox: Outbox) -> None:
+    messages = [outbox.put(kind, {"n": n}) for n in range(5) for kind in ("defect", "voice")]
+    assert outbox.remove_delivered(messages[:7] + messages[:2]) == 7
+    stats = outbox.stats()
+    assert stats.depth_by_priority == {30: 1, 20: 2}
+    assert stats.delivered_total == 7
+    assert stats.bytes == sum(len(m.to_bytes()) for m in messages[7:])

@@ -89,8 +89,9 @@ def open_session(
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ModelRejectedError(
-            f"ONNX Runtime cannot load the model: {exc}",
+            f"ONNX Runtime cannot load the model: {first_line}",
             where=str(path),
             hint="re-export the model, or check the manifest's file",
         ) from exc

@@ -1,0 +1,125 @@
+"""The outbox's rows in diskcache's ``Cache`` table, read and written with plain SQL.
+
+diskcache's per-key API costs two to four statements per key (a SELECT before every write, a
+cull query after every insert, a SELECT + UPDATE per ``incr``). The outbox's hot paths — a put,
+a burst of puts, a page of the backlog, a batch of acknowledged deletes — are one statement
+each here. They run on diskcache's own connection, inside the caller's ``Cache.transact()``,
+and store rows exactly as ``Cache.set`` does for a ``str`` key and a ``bytes``/``int`` value
+(raw key, ``MODE_RAW`` value inside SQLite, no expiry, no tag), so ``Cache.get``, ``iterkeys``
+and diskcache's count/size triggers see them as their own.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+
+import diskcache
+from diskcache.core import MODE_RAW
+
+MAX_SQL_VARIABLES = 900  # well under SQLite's limit (32 766 since 3.32; 999 before)
+
+_INSERT = (
+    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
+    " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, ?, NULL, ?)"
+)
+
+
+def _connection(cache: diskcache.Cache) -> sqlite3.Connection:
+    connection: sqlite3.Connection = cache._con  # this thread's connection, as diskcache uses
+    return connection
+
+
+def insert_values(cache: diskcache.Cache, rows: Sequence[tuple[str, bytes]]) -> None:
+    """Insert new keys (they must not exist yet: the table's unique index refuses them)."""
+    now = time.time()
+    _connection(cache).executemany(
+        _INSERT, [(key, now, now, MODE_RAW, sqlite3.Binary(value)) for key, value in rows]
+    )
+
+
+def add_to_counter(cache: diskcache.Cache, key: str, delta: int) -> int:
+    """``Cache.incr`` in one statement (two the first time); returns the new value."""
+    connection = _connection(cache)
+    found = connection.execute(
+        "UPDATE Cache SET value = value + ? WHERE key = ? AND raw = 1 RETURNING value",
+        (delta, key),
+    ).fetchall()
+    if found:
+        return int(found[0][0])
+    now = time.time()
+    connection.execute(_INSERT, (key, now, now, MODE_RAW, delta))
+    return delta
+
+
+def counter(cache: diskcache.Cache, key: str) -> int:
+    """An ``incr`` counter's value (0 before its first increment)."""
+    found = (
+        _connection(cache)
+        .execute("SELECT value FROM Cache WHERE key = ? AND raw = 1", (key,))
+        .fetchall()
+    )
+    return int(found[0][0]) if found else 0
+
+
+def counters_between(cache: diskcache.Cache, after_key: str, before_key: str) -> dict[str, int]:
+    found = (
+        _connection(cache)
+        .execute(
+            "SELECT key, value FROM Cache WHERE key > ? AND key < ? AND raw = 1",
+            (after_key, before_key),
+        )
+        .fetchall()
+    )
+    return {str(key): int(value) for key, value in found}
+
+
+def add_to_counters(cache: diskcache.Cache, deltas: dict[str, int]) -> None:
+    """Several ``incr`` in one statement; a counter seen for the first time is inserted."""
+    changed = {key: delta for key, delta in deltas.items() if delta}
+    if not changed:
+        return
+    connection = _connection(cache)
+    cases = " ".join("WHEN ? THEN ?" for _ in changed)
+    marks = ",".join("?" * len(changed))
+    found = connection.execute(
+        f"UPDATE Cache SET value = value + CASE key {cases} END"  # noqa: S608 - placeholders
+        f" WHERE raw = 1 AND key IN ({marks}) RETURNING key",
+        [*(item for pair in changed.items() for item in pair), *changed],
+    ).fetchall()
+    now = time.time()
+    for key in changed.keys() - {str(row[0]) for row in found}:
+        connection.execute(_INSERT, (key, now, now, MODE_RAW, changed[key]))
+
+
+def values_after(
+    cache: diskcache.Cache, after_key: str, before_key: str, limit: int
+) -> list[tuple[str, bytes]]:
+    """Up to ``limit`` (key, value) rows with ``after_key < key < before_key``, in key order."""
+    rows = (
+        _connection(cache)
+        .execute(
+            "SELECT key, value FROM Cache WHERE key > ? AND key < ? AND raw = 1"
+            " ORDER BY key LIMIT ?",
+            (after_key, before_key, max(0, limit)),
+        )
+        .fetchall()
+    )
+    return [(str(key), bytes(value)) for key, value in rows]
+
+
+def delete_keys(cache: diskcache.Cache, keys: Iterable[str]) -> dict[str, int]:
+    """Delete the keys that exist; returns {key: stored value length} of those deleted."""
+    connection = _connection(cache)
+    wanted = list(keys)
+    deleted: dict[str, int] = {}
+    for start in range(0, len(wanted), MAX_SQL_VARIABLES):
+        chunk = wanted[start : start + MAX_SQL_VARIABLES]
+        marks = ",".join("?" * len(chunk))
+        rows = connection.execute(
+            f"DELETE FROM Cache WHERE raw = 1 AND key IN ({marks}) RETURNING key, length(value)",  # noqa: S608 - only placeholders
+            chunk,
+        ).fetchall()
+        deleted.update((str(key), int(size)) for key, size in rows)
+    return deleted
