@@ -13,7 +13,7 @@ BOARD ?= rpi4b
 # image and both Jetson bundles), QEMU 10 from bookworm-backports for the boot tests (its
 # raspi4b machine boots the image from an emulated SD card; Debian 12's QEMU 7.2 has none),
 # device-tree-compiler and cpio for the boot-path check's tests, podman to build the fleet
-# project's Pi service image for arm64.
+# project's Pi service image for arm64, shellcheck for the fleet entrypoint.
 QEMU_BACKPORTS := qemu-system-arm/bookworm-backports qemu-system-common/bookworm-backports \
 	qemu-system-data/bookworm-backports
 # e2fsprogs >= 1.47.1 stamps every inode it writes with SOURCE_DATE_EPOCH (1.47.0 copies the
@@ -23,7 +23,7 @@ TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl \
 	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins \
 	fdisk dosfstools mtools $(E2FSPROGS_BACKPORTS) bmap-tools faketime \
 	mmdebstrap qemu-user-static binfmt-support arch-test xz-utils zstd tar $(QEMU_BACKPORTS) \
-	device-tree-compiler cpio podman buildah
+	device-tree-compiler cpio podman buildah shellcheck
 # Debian packages `make image` uses: mmdebstrap + qemu-user-static (binfmt_misc) for the arm64
 # root file system, the disk tools, bmaptool, xz, libfaketime for reproducible time stamps.
 IMAGE_HOST_PACKAGES := mmdebstrap qemu-user-static binfmt-support arch-test \

@@ -35,10 +35,10 @@ import diskcache  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from edge import wiring  # noqa: E402
 from edge.config import MoltbotConfig  # noqa: E402
 from edge.outbox.store import Outbox, sqlite_settings  # noqa: E402
 from edge.uplink.sync import Uplink  # noqa: E402
-from edge.uplink.topics import TopicScheme  # noqa: E402
 from tests.support.collector import Collector  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
@@ -71,7 +71,7 @@ def config_for(data_dir: Path, broker: MosquittoBroker, window: int) -> MoltbotC
 
 
 def open_outbox(config: MoltbotConfig) -> Outbox:
-    return Outbox.from_config(config, has_rtc=True)
+    return wiring.open_outbox(config, has_rtc=True)
 
 
 def bench_put(count: int, rounds: int, workdir: Path) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def ours_drain_rate(broker: MosquittoBroker, count: int, window: int, workdir: P
     config = config_for(workdir, broker, window)
     outbox = open_outbox(config)
     fill(outbox, count)
-    uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
+    uplink = Uplink(outbox, config.uplink, wiring.topic_scheme(config))
     uplink.start()
     uplink.wait_connected(10)
     start = time.perf_counter()
@@ -159,7 +159,7 @@ def bench_backlog(broker: MosquittoBroker, events: int, workdir: Path) -> dict[s
     fill(outbox, events)
     fill_s = time.perf_counter() - start
     consumer = Collector(broker.host, broker.port, "moltbot/bench/bench/defect", "bench-sub")
-    uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
+    uplink = Uplink(outbox, config.uplink, wiring.topic_scheme(config))
     uplink.start()
     uplink.wait_connected(10)
     start = time.perf_counter()

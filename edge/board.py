@@ -14,11 +14,11 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.config.model import InferenceBackend
-from edge.errors import BoardProfileError, validation_problems
+from edge.errors import BoardProfileError
+from edge.files import load_data_file
 
 logger = logging.getLogger(__name__)
 
@@ -137,21 +137,13 @@ def load_board_profiles(directory: Path | Traversable | None = None) -> dict[str
 
 
 def _load_profile(entry: Path | Traversable) -> BoardProfile:
-    try:
-        data = yaml.safe_load(entry.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise BoardProfileError(
-            f"board profile is not valid YAML: {exc}", where=str(entry), hint="fix its syntax"
-        ) from exc
-    try:
-        return BoardProfile.model_validate(data)
-    except ValidationError as exc:
-        problems = validation_problems(exc)
-        raise BoardProfileError(
-            f"board profile is invalid: {problems}",
-            where=str(entry),
-            hint="compare it with hw/rpi4b.yaml; every field is described in edge/board.py",
-        ) from exc
+    return load_data_file(
+        entry,
+        BoardProfile,
+        error=BoardProfileError,
+        what="board profile",
+        hint="compare it with hw/rpi4b.yaml; every field is described in edge/board.py",
+    )
 
 
 def read_device_tree_model(root: Path = Path("/")) -> str | None:

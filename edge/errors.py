@@ -7,11 +7,6 @@ do*. The CLI turns them into a message and an exit code in one place (``edge.cli
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # importing pydantic costs ~60 ms; `moltbot event send` starts fast without it
-    from pydantic import ValidationError
-
 
 class MoltbotError(Exception):
     """Base of every error the runtime raises on purpose."""
@@ -83,24 +78,9 @@ class ImageTooLargeError(InvalidImageError):
     """A frame's header declares more pixels than we decode (a decompression bomb)."""
 
 
-def validation_problems(exc: ValidationError) -> str:
-    """A pydantic error as one line: ``field.path: message; …`` (for data files we read)."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or '<top level>'}: {error['msg']}"
-        for error in exc.errors()
-    )
-
-
 class VoiceError(MoltbotError):
     """The voice service cannot hear or recognise: no microphone, no model, bad audio."""
 
 
 class AudioInputError(InputError):
     """An audio file or stream is in a format we cannot use."""
-
-
-def yaml_problem(exc: Exception, path: object) -> tuple[str, str]:
-    """A PyYAML error as (problem, ``file:line:column``) for a message that points at it."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-    return str(getattr(exc, "problem", None) or exc), where

@@ -111,18 +111,10 @@ def storage(config: MoltbotConfig) -> tuple[bool, str]:
 
 def reference_inference(config: MoltbotConfig) -> str:
     """The active model, loaded here on this board's backend order, reference-checked."""
-    from edge.board import backend_order, configured_profile  # noqa: PLC0415
-    from edge.inference.registry import ModelRegistry  # noqa: PLC0415
-    from edge.inference.service import InferenceService  # noqa: PLC0415
+    from edge.wiring import inference_service  # noqa: PLC0415 - onnxruntime only when needed
 
     paths = config.paths()
-    registry = ModelRegistry(paths.model_dir)
-    service = InferenceService(
-        config.inference,
-        registry,
-        backend_order(configured_profile(config.device.board)),
-        paths.engine_cache_dir,
-    )
+    service = inference_service(config)
     served = service.activate(config.inference.active_model, persist=False)
     if served.reference_deviation is None:
         raise MoltbotError(

@@ -17,11 +17,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from images.paths import REPO_ROOT
 from images.run import run
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV = Path("opt/moltbot/venv")
 TARGET_PYTHON = "3.11"
 # Debian 12 has glibc 2.36: every manylinux tag up to it fits (pip does not expand them itself).
@@ -79,25 +79,37 @@ NOT_SOURCE = shutil.ignore_patterns(
     "tests",
     "bench",
 )
+# Top-level packages a device does without: the builder. Devices get the runtime (edge) and the
+# board profiles (hw). `moltbot image/flash/balena` come from the builder's `moltbot.commands`
+# entry points; a device cannot import them, so there `moltbot` goes without those commands.
+NOT_ON_DEVICE = frozenset({"images"})
 
 
-def build_own_wheel(wheelhouse: Path) -> Path:
-    """This repo's wheel, built from a clean copy of the source so it holds exactly the
+def _not_device_source(folder: str, names: list[str]) -> set[str]:
+    ignored = set(NOT_SOURCE(folder, names))
+    if Path(folder) == REPO_ROOT:
+        ignored |= NOT_ON_DEVICE.intersection(names)
+    return ignored
+
+
+def build_device_wheel(wheelhouse: Path) -> Path:
+    """The wheel that images, fleet projects and Jetson bundles install: this repo's runtime
+    without the builder, built from a clean copy of the source so it holds exactly the
     packages in the tree (setuptools reuses an in-tree build/ folder, stale files included)."""
     with tempfile.TemporaryDirectory(prefix="moltbot-wheel-") as scratch:
         source = Path(scratch) / "src"
-        shutil.copytree(REPO_ROOT, source, ignore=NOT_SOURCE, symlinks=True)
+        shutil.copytree(REPO_ROOT, source, ignore=_not_device_source, symlinks=True)
         _pip("wheel", "--no-deps", "-q", "-w", wheelhouse, source, step="build the moltbot wheel")
     return next(wheelhouse.glob("moltbot_edge-*.whl"))
 
 
 def build_wheelhouse(wheelhouse: Path) -> tuple[str, ...]:
-    """This package as a wheel, source-only dependencies as wheels, everything else downloaded
-    for the target. Reused between builds (pip skips files already there)."""
+    """The device wheel of this repo, source-only dependencies as wheels, everything else
+    downloaded for the target. Reused between builds (pip skips files already there)."""
     wheelhouse.mkdir(parents=True, exist_ok=True)
     for stale in wheelhouse.glob("moltbot_edge-*.whl"):
         stale.unlink()
-    build_own_wheel(wheelhouse)
+    build_device_wheel(wheelhouse)
     wanted = requirements()
     for name in SOURCE_ONLY:
         if not list(wheelhouse.glob(f"{name}-*.whl")):

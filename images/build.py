@@ -35,6 +35,7 @@ from images.outputs import (
     wheels,
     write_outputs,
 )
+from images.paths import REPO_ROOT
 from images.recipe import Recipe, load_recipe, recipe_hash
 from images.rootfs import (
     APP_UID,
@@ -54,7 +55,6 @@ from images.system_files import (
 )
 
 logger = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADMIN = "admin"
 HOST_TOOLS = ("mmdebstrap", "sfdisk", "mkfs.vfat", "mcopy", "mke2fs", "bmaptool", "xz", "faketime")
 

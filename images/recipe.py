@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.board import BoardProfile, load_board_profiles
-from edge.errors import InputError, validation_problems, yaml_problem
+from edge.errors import InputError
+from edge.files import load_data_file
 from images.vosk_source import VoskModelError, check_source, package_model
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -100,33 +100,14 @@ class Recipe(_Strict):
 
 def load_recipe(path: Path, *, base_dir: Path | None = None) -> tuple[Recipe, BoardProfile]:
     """Parse, validate, and check every file the recipe names exists — before any slow step."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise RecipeError(
-            "recipe file not found", where=str(path), hint=f"recipes live in {RECIPES_DIR}"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise RecipeError(
-            f"recipe is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})",
-            where=str(path),
-            hint="a recipe is a YAML text file; save it as UTF-8",
-        ) from exc
-    except yaml.YAMLError as exc:
-        problem, where = yaml_problem(exc, path)
-        raise RecipeError(
-            f"recipe is not valid YAML: {problem}",
-            where=where,
-            hint="fix the YAML syntax",
-        ) from exc
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(
-            f"recipe is invalid: {validation_problems(exc)}",
-            where=str(path),
-            hint="compare it with images/recipes/rpi4b.yaml",
-        ) from exc
+    recipe = load_data_file(
+        path,
+        Recipe,
+        error=RecipeError,
+        what="recipe",
+        hint="compare it with images/recipes/rpi4b.yaml",
+        missing_hint=f"recipes live in {RECIPES_DIR}",
+    )
     profiles = load_board_profiles()
     if recipe.board not in profiles:
         raise RecipeError(

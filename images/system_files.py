@@ -15,10 +15,12 @@ from typing import Any
 import yaml
 
 from images.disk import DiskLayout
+from images.paths import REPO_ROOT
 from images.rootfs import APP_UID
 from images.run import run
 
-UNITS_DIR = Path(__file__).resolve().parent.parent / "edge" / "units"
+# The runtime's unit files, read as data from the checkout.
+UNITS_DIR = REPO_ROOT / "edge" / "units"
 DATA_MOUNT = Path("var/lib/moltbot")
 BOOT_MOUNT = Path("boot/firmware")
 VOSK_DIR = "vosk-model"

@@ -1,33 +1,19 @@
-"""Fixtures every test can use: a real Mosquitto broker, a data dir, a config factory."""
+"""Fixtures every test can use: a data dir and a config factory. Neither starts a service: the
+factory points the uplink at a loopback port where nothing listens. ``tests/integration``
+overrides ``make_config`` to point it at a real Mosquitto (its conftest holds the broker)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge.config import MoltbotConfig
-from tests.support.mosquitto import MosquittoBroker
+from tests.support.mosquitto import free_port
 
 ConfigFactory = Callable[..., MoltbotConfig]
-
-
-@pytest.fixture(scope="session")
-def mosquitto_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:
-    broker = MosquittoBroker(workdir=tmp_path_factory.mktemp("mosquitto"))
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def mosquitto(mosquitto_session: MosquittoBroker) -> Iterator[MosquittoBroker]:
-    """The session's broker, guaranteed running at the start and end of each test."""
-    mosquitto_session.start()
-    yield mosquitto_session
-    mosquitto_session.start()
 
 
 @pytest.fixture
@@ -46,9 +32,8 @@ def _deep_update(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any
     return base
 
 
-@pytest.fixture
-def make_config(data_dir: Path, mosquitto_session: MosquittoBroker) -> ConfigFactory:
-    """Build a valid config rooted in a temporary data dir and pointed at the test broker.
+def config_factory(data_dir: Path, *, broker_host: str, broker_port: int) -> ConfigFactory:
+    """A factory of valid configs rooted in ``data_dir`` with the uplink at the given broker.
 
     Keyword arguments are sections: ``make_config(uplink={"protocol": "3.1.1"})``.
     """
@@ -56,9 +41,15 @@ def make_config(data_dir: Path, mosquitto_session: MosquittoBroker) -> ConfigFac
     def factory(**sections: dict[str, Any]) -> MoltbotConfig:
         base: dict[str, Any] = {
             "device": {"id": "test-device", "site": "test-site", "data_dir": str(data_dir)},
-            "uplink": {"host": mosquitto_session.host, "port": mosquitto_session.port},
+            "uplink": {"host": broker_host, "port": broker_port},
             "api": {"host": "127.0.0.1"},
         }
         return MoltbotConfig.model_validate(_deep_update(base, sections))
 
     return factory
+
+
+@pytest.fixture
+def make_config(data_dir: Path) -> ConfigFactory:
+    """Configs whose uplink points at a free loopback port: no broker, connections refused."""
+    return config_factory(data_dir, broker_host="127.0.0.1", broker_port=free_port())

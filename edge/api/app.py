@@ -28,7 +28,7 @@ from edge.errors import InputError, MoltbotError
 from edge.triggers.parts import PART_ID_PATTERN
 
 if TYPE_CHECKING:
-    from edge.service import Appliance
+    from edge.api.facade import ApplianceFacade
 
 logger = logging.getLogger(__name__)
 IMAGE_TYPES = frozenset(
@@ -94,7 +94,7 @@ UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(appliance: Appliance) -> FastAPI:
+def create_app(appliance: ApplianceFacade) -> FastAPI:
     app = FastAPI(
         title="Moltbot Edge appliance API",
         version=__version__,
@@ -181,7 +181,7 @@ def _http_error_context(request: Request, status: int) -> tuple[str | None, str 
     return route, None
 
 
-def _add_health_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
+def _add_health_routes(app: FastAPI, appliance: ApplianceFacade, authorised: list[Any]) -> None:
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
@@ -202,7 +202,7 @@ def _add_health_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def _add_inference_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
+def _add_inference_routes(app: FastAPI, appliance: ApplianceFacade, authorised: list[Any]) -> None:
     limit = appliance.config.api.max_upload_bytes
 
     @app.post(
@@ -272,7 +272,7 @@ def _add_inference_routes(app: FastAPI, appliance: Appliance, authorised: list[A
         return await asyncio.to_thread(appliance.rollback, name)
 
 
-def _add_voice_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
+def _add_voice_routes(app: FastAPI, appliance: ApplianceFacade, authorised: list[Any]) -> None:
     limit = appliance.config.api.max_upload_bytes
 
     @app.post(
@@ -288,7 +288,7 @@ def _add_voice_routes(app: FastAPI, appliance: Appliance, authorised: list[Any])
         return {"utterances": await asyncio.to_thread(appliance.transcribe, data)}
 
 
-def _add_state_routes(app: FastAPI, appliance: Appliance, authorised: list[Any]) -> None:
+def _add_state_routes(app: FastAPI, appliance: ApplianceFacade, authorised: list[Any]) -> None:
     @app.get("/v1/outbox", tags=["outbox"], dependencies=authorised, responses=ERRORS)
     async def outbox(
         peek: Annotated[
@@ -345,7 +345,7 @@ async def _read_limited(request: Request, limit: int, expected: str) -> bytes:
     return b"".join(chunks)
 
 
-async def _sse(appliance: Appliance, request: Request) -> AsyncIterator[bytes]:
+async def _sse(appliance: ApplianceFacade, request: Request) -> AsyncIterator[bytes]:
     queue = appliance.events.subscribe()
     try:
         for event in appliance.events.recent(20):

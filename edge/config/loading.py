@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from edge.config.model import MoltbotConfig
 from edge.config.secrets import is_secret_path
-from edge.errors import ConfigError, yaml_problem
+from edge.errors import ConfigError
+from edge.files import read_data_file
 
 DEFAULT_SYSTEM_FILE = Path("/etc/moltbot/config.yaml")
 DEFAULT_SITE_FILE = Path("/boot/firmware/moltbot/site.yaml")
@@ -117,25 +117,7 @@ def _must_exist(path: Path, named_by: str) -> Path:
 
 def read_config_file(path: Path) -> Tree:
     """Parse one YAML config file into a tree; an empty file is an empty tree."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read config file: {exc}",
-            where=str(path),
-            hint="save it as UTF-8 text (YAML)"
-            if isinstance(exc, UnicodeDecodeError)
-            else "check the file's permissions",
-        ) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problem, where = yaml_problem(exc, path)
-        raise ConfigError(
-            f"config file is not valid YAML: {problem}",
-            where=where,
-            hint="fix the YAML syntax (indentation, quotes, ':' after each key)",
-        ) from exc
+    data = read_data_file(path, error=ConfigError, what="config file")
     if data is None:
         return {}
     if not isinstance(data, dict):

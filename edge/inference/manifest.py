@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.errors import ModelRejectedError, validation_problems
+from edge.errors import ModelRejectedError
+from edge.files import load_data_file
 
 MANIFEST_FILE = "manifest.json"
 Precision = Literal["fp32", "fp16", "int8"]
@@ -87,27 +87,12 @@ class ModelManifest(_Strict):
 
 
 def load_manifest(folder: Path) -> ModelManifest:
-    path = folder / MANIFEST_FILE
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise ModelRejectedError(
-            "model folder has no manifest.json",
-            where=str(folder),
-            hint="a model version is a folder with manifest.json and its .onnx file(s)",
-        ) from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelRejectedError(
-            f"manifest.json is not readable JSON: {exc}",
-            where=str(path),
-            hint="regenerate it with the model's export script",
-        ) from exc
-    try:
-        return ModelManifest.model_validate(data)
-    except ValidationError as exc:
-        problems = validation_problems(exc)
-        raise ModelRejectedError(
-            f"manifest.json is invalid: {problems}",
-            where=str(path),
-            hint="compare it with models/defect/1/manifest.json",
-        ) from exc
+    return load_data_file(
+        folder / MANIFEST_FILE,
+        ModelManifest,
+        error=ModelRejectedError,
+        what=MANIFEST_FILE,
+        hint="compare it with models/defect/1/manifest.json",
+        missing_hint="a model version is a folder with manifest.json and its .onnx file(s)",
+        syntax_hint="regenerate it with the model's export script",
+    )

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import diskcache
 
-from edge.config.model import MoltbotConfig
+from edge.config.model import CacheSettings
 from edge.errors import MessageRejectedError, OutboxError, OutboxFullError
 from edge.outbox import rows
 from edge.outbox.clock import (
@@ -216,18 +216,20 @@ class Outbox:
         self.checkpoint_clock()
 
     @classmethod
-    def from_config(
-        cls, config: MoltbotConfig, *, has_rtc: bool = False, clock: ClockSource | None = None
+    def from_settings(
+        cls,
+        cache: CacheSettings,
+        directory: Path,
+        topic_for: Callable[[str], str],
+        *,
+        has_rtc: bool = False,
+        clock: ClockSource | None = None,
     ) -> Outbox:
-        cache = config.cache
-        directory = config.paths().outbox_dir
+        """An outbox in ``directory`` as the ``cache`` section says (``edge.wiring`` calls it)."""
         trust = cache.trust_wall_clock == "always" or (cache.trust_wall_clock == "auto" and has_rtc)
-        from edge.uplink.topics import TopicScheme  # noqa: PLC0415 - avoid an import cycle
-
-        topics = TopicScheme.from_config(config)
         return cls(
             directory,
-            topic_for=topics.event,
+            topic_for=topic_for,
             retention_hours=cache.retention_hours,
             max_bytes=cache.max_bytes or default_max_bytes(directory, cache.max_disk_share),
             max_message_bytes=cache.max_message_bytes,

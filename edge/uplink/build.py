@@ -1,8 +1,13 @@
-"""The one place that turns ``uplink`` config into an :class:`Uplink` with its dialect."""
+"""Turns the ``uplink`` section into an :class:`Uplink` with its dialect (JSON or Sparkplug B).
+
+``edge.wiring`` calls it with the sections it needs; nothing here reads the whole config.
+"""
 
 from __future__ import annotations
 
-from edge.config.model import MoltbotConfig
+from pathlib import Path
+
+from edge.config.model import UplinkSettings
 from edge.errors import DependencyMissingError
 from edge.outbox.store import Outbox
 from edge.uplink.dialect import Dialect, ModelInfo
@@ -13,21 +18,22 @@ BD_SEQ_FILE = "sparkplug-bdseq"
 
 
 def build_uplink(
-    config: MoltbotConfig,
+    settings: UplinkSettings,
     outbox: Outbox,
-    device_id: str | None = None,
+    topics: TopicScheme,
     *,
+    data_dir: Path,
+    sweep_interval_s: float,
     model_info: ModelInfo | None = None,
 ) -> Uplink:
-    topics = TopicScheme.from_config(config, device_id)
     dialect: Dialect | None = None
-    if config.uplink.mode == "sparkplug":
-        dialect = _sparkplug(config, topics, outbox, model_info)
+    if settings.mode == "sparkplug":
+        dialect = _sparkplug(settings, topics, outbox, data_dir, model_info)
     uplink = Uplink(
         outbox,
-        config.uplink,
+        settings,
         topics,
-        sweep_interval_s=config.cache.sweep_interval_s,
+        sweep_interval_s=sweep_interval_s,
         dialect=dialect,
     )
     if dialect is not None:
@@ -36,7 +42,11 @@ def build_uplink(
 
 
 def _sparkplug(
-    config: MoltbotConfig, topics: TopicScheme, outbox: Outbox, model_info: ModelInfo | None
+    settings: UplinkSettings,
+    topics: TopicScheme,
+    outbox: Outbox,
+    data_dir: Path,
+    model_info: ModelInfo | None,
 ) -> Dialect:
     try:
         from edge.uplink.sparkplug.node import BdSeqStore, SparkplugDialect  # noqa: PLC0415
@@ -47,19 +57,19 @@ def _sparkplug(
             where="uplink.mode",
             hint="pip install 'moltbot-edge[sparkplug]', or set uplink.mode: json",
         ) from exc
-    settings = config.uplink.sparkplug
+    sparkplug = settings.sparkplug
     dialect = SparkplugDialect(
         SparkplugTopics(
-            settings.group_id or config.device.site,
-            settings.edge_node_id or topics.device,
-            settings.device_id,
+            sparkplug.group_id or topics.site,
+            sparkplug.edge_node_id or topics.device,
+            sparkplug.device_id,
         ),
         topics,
         outbox,
-        BdSeqStore(config.device.data_dir / BD_SEQ_FILE),
-        primary_host_id=settings.primary_host_id,
-        data_qos=settings.data_qos,
-        node_data_interval_s=settings.node_data_interval_s,
+        BdSeqStore(data_dir / BD_SEQ_FILE),
+        primary_host_id=sparkplug.primary_host_id,
+        data_qos=sparkplug.data_qos,
+        node_data_interval_s=sparkplug.node_data_interval_s,
     )
     if model_info is not None:
         dialect.model_info = model_info

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.config.model import MoltbotConfig
-
 AVAILABILITY_ONLINE = b"online"
 AVAILABILITY_OFFLINE = b"offline"
 
@@ -26,13 +24,6 @@ class TopicScheme:
     prefix: str
     site: str
     device: str
-
-    @classmethod
-    def from_config(cls, config: MoltbotConfig, device_id: str | None = None) -> TopicScheme:
-        from edge.identity import device_id as stored_device_id  # noqa: PLC0415
-
-        device = device_id or stored_device_id(config)
-        return cls(config.uplink.topic_prefix, config.device.site, device)
 
     @property
     def base(self) -> str:

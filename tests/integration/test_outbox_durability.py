@@ -31,8 +31,8 @@ pytestmark = pytest.mark.integration
 PUT_FOREVER = """
 import sys
 from edge.config import load_config
-from edge.outbox.store import Outbox
-outbox = Outbox.from_config(load_config().config, has_rtc=True)
+from edge.wiring import open_outbox
+outbox = open_outbox(load_config().config, has_rtc=True)
 n = 0
 while True:
     message = outbox.put("defect", {"n": n})

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from edge.outbox.store import Outbox
+from edge import wiring
 from tests.integration.uplink_rig import collecting, wait_until
 from tests.support.models import installed_registry, write_frames
 from tests.support.mosquitto import MosquittoBroker, free_port
@@ -176,7 +176,7 @@ def test_sigterm_under_load_loses_no_accepted_event(
     config = make_config(
         device={"id": "proc-device", "site": "line-9", "data_dir": str(appliance.data_dir)}
     )
-    outbox = Outbox.from_config(config, has_rtc=True)
+    outbox = wiring.open_outbox(config, has_rtc=True)
     queued = {m.id for m in outbox.peek(100_000)}
     outbox.close()
     assert set(accepted) <= delivered | queued, "an accepted event was lost"

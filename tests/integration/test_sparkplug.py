@@ -18,9 +18,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.outbox.store import Outbox
-from edge.uplink.build import build_uplink
 from edge.uplink.dialect import InspectionModel
 from edge.uplink.sync import Uplink
+from edge.wiring import build_uplink
 from tests.conftest import ConfigFactory
 from tests.integration.uplink_rig import collecting, open_outbox, wait_until
 from tests.support.collector import Collector

@@ -10,8 +10,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge import wiring
 from edge.uplink.sync import LinkState, Uplink
-from edge.uplink.topics import TopicScheme
 from tests.conftest import ConfigFactory
 from tests.integration.uplink_rig import (
     FAST_RECONNECT,
@@ -56,7 +56,7 @@ def test_broker_restarted_mid_drain_loses_nothing(
         outbox = open_outbox(config)
         put_ids = [outbox.put("telemetry", {"n": n, "pad": "x" * 200}).id for n in range(5000)]
         consumer_id = "plant-historian"
-        uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
+        uplink = Uplink(outbox, config.uplink, wiring.topic_scheme(config))
         try:
             with collecting(broker, client_id=consumer_id, persistent=True) as before:
                 uplink.start()  # only once the consumer's subscription exists

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from edge import wiring
 from edge.config import MoltbotConfig
 from edge.outbox.store import Outbox
 from edge.uplink.sync import Uplink
-from edge.uplink.topics import TopicScheme
 from tests.support.collector import Collector
 from tests.support.mosquitto import MosquittoBroker
 
@@ -18,12 +18,12 @@ FAST_RECONNECT = {"reconnect_min_s": 2.0, "reconnect_max_s": 3.0, "connect_timeo
 
 
 def open_outbox(config: MoltbotConfig) -> Outbox:
-    return Outbox.from_config(config, has_rtc=True)
+    return wiring.open_outbox(config, has_rtc=True)
 
 
 @contextmanager
 def running_uplink(config: MoltbotConfig, outbox: Outbox) -> Iterator[Uplink]:
-    uplink = Uplink(outbox, config.uplink, TopicScheme.from_config(config))
+    uplink = Uplink(outbox, config.uplink, wiring.topic_scheme(config))
     uplink.start()
     try:
         yield uplink

@@ -12,28 +12,12 @@ from edge.cli import cli
 from edge.cpu import cpu_features
 from edge.doctor import Status, run_doctor
 from tests.conftest import ConfigFactory
-
-PI_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
+from tests.support.doctor import PI_CPUINFO, checks_by_name, install_model, make_pi_root
 
 
 @pytest.fixture
 def pi_root(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    (root / "proc/device-tree").mkdir(parents=True)
-    (root / "proc/device-tree/model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\0")
-    (root / "proc/cpuinfo").write_text(PI_CPUINFO)
-    return root
-
-
-def install_model(data_dir: Path, name: str = "defect") -> Path:
-    model = data_dir / "models" / name / "1" / "model.onnx"
-    model.parent.mkdir(parents=True)
-    model.write_bytes(b"not really onnx, but doctor only hashes it")
-    return model
-
-
-def checks_by_name(report: object) -> dict:
-    return {check.name: check for check in report.checks}  # type: ignore[attr-defined]
+    return make_pi_root(tmp_path / "root")
 
 
 def test_cpu_features_are_named_like_the_profiles() -> None:
@@ -44,24 +28,6 @@ def test_cpu_features_are_named_like_the_profiles() -> None:
         "avx512",
         "vnni",
     }
-
-
-def test_doctor_detects_the_pi_and_passes_with_model_and_broker(
-    make_config: ConfigFactory, data_dir: Path, pi_root: Path
-) -> None:
-    install_model(data_dir)
-    report = run_doctor(make_config(), root=pi_root, machine="aarch64")
-    checks = checks_by_name(report)
-    assert report.board == "rpi4b"
-    assert checks["board"].status == Status.OK
-    assert checks["cpu"].status == Status.OK
-    assert checks["models"].status == Status.OK
-    assert "sha256:" in checks["models"].detail
-    assert checks["mqtt_broker"].status == Status.OK
-    assert checks["tensorrt"].status == Status.SKIP
-    assert checks["inference_backend"].status == Status.OK
-    assert checks["inference_backend"].data["backend"] == "ort-cpu"
-    assert report.worst() != Status.FAIL
 
 
 def test_missing_model_fails_with_a_fix(make_config: ConfigFactory, pi_root: Path) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from edge.cli import CliState
+    from edge.cli.context import CliState
 
 
 @click.command()
@@ -29,18 +29,18 @@ if TYPE_CHECKING:
 @click.pass_obj
 def listen(state: CliState, wav: Path | None, from_stdin: bool, publish: bool) -> None:
     """Print partial results and intents as they are heard (Ctrl-C to stop)."""
-    from edge.outbox_cli import open_outbox  # noqa: PLC0415
+    from edge import wiring  # noqa: PLC0415
     from edge.voice.audio import MicrophoneSource, StdinPcmSource, WavSource  # noqa: PLC0415
-    from edge.voice.service import VoiceService, voice_event  # noqa: PLC0415
+    from edge.voice.service import voice_event  # noqa: PLC0415
 
     config = state.loaded().config
-    outbox = open_outbox(config)
+    outbox = wiring.open_outbox(config)
 
     def no_action(_utterance: Any) -> dict[str, Any]:
         return {"ok": True, "note": "moltbot listen reports; the running appliance acts"}
 
     try:
-        service = VoiceService(config.voice, config.paths().vosk_model_dir, outbox, no_action)
+        service = wiring.voice_service(config, outbox, no_action)
         source = (
             WavSource(wav)
             if wav

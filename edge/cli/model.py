@@ -10,29 +10,10 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
+from edge import wiring
+
 if TYPE_CHECKING:
-    from edge.cli import CliState
-    from edge.config import MoltbotConfig
-    from edge.inference.registry import ModelRegistry
-    from edge.inference.service import InferenceService
-
-
-def registry_for(config: MoltbotConfig) -> ModelRegistry:
-    from edge.inference.registry import ModelRegistry  # noqa: PLC0415
-
-    return ModelRegistry(config.paths().model_dir)
-
-
-def service_for(config: MoltbotConfig) -> InferenceService:
-    from edge.board import backend_order, configured_profile  # noqa: PLC0415
-    from edge.inference.service import InferenceService  # noqa: PLC0415
-
-    return InferenceService(
-        config.inference,
-        registry_for(config),
-        backend_order(configured_profile(config.device.board)),
-        config.paths().engine_cache_dir,
-    )
+    from edge.cli.context import CliState
 
 
 @click.group()
@@ -44,7 +25,7 @@ def model() -> None:
 @click.pass_obj
 def model_list(state: CliState) -> None:
     """Installed model versions; * marks the active one, REFUSED the ones never to serve."""
-    entries = registry_for(state.loaded().config).entries()
+    entries = wiring.model_registry(state.loaded().config).entries()
     if not entries:
         click.echo("no models installed")
     for entry in entries:
@@ -64,10 +45,10 @@ def model_list(state: CliState) -> None:
 def model_install(state: CliState, folder: Path, then_activate: bool) -> None:
     """Verify a model version folder and copy it into the registry."""
     config = state.loaded().config
-    manifest = registry_for(config).install(folder)
+    manifest = wiring.model_registry(config).install(folder)
     click.echo(f"installed {manifest.ref}")
     if then_activate:
-        served = service_for(config).activate(manifest.ref)
+        served = wiring.inference_service(config).activate(manifest.ref)
         click.echo(f"active: {manifest.ref} on {served.loaded.backend} ({served.loaded.precision})")
 
 
@@ -76,9 +57,7 @@ def model_install(state: CliState, folder: Path, then_activate: bool) -> None:
 @click.pass_obj
 def model_verify(state: CliState, folder: Path) -> None:
     """Check a model folder: files, sha256, ONNX validity, inputs, reference outputs here."""
-    from edge.board import backend_order, configured_profile  # noqa: PLC0415
     from edge.inference.registry import ModelRegistry  # noqa: PLC0415
-    from edge.inference.service import InferenceService  # noqa: PLC0415
     from edge.inference.verification import verify_folder  # noqa: PLC0415
 
     manifest = verify_folder(folder)
@@ -90,12 +69,7 @@ def model_verify(state: CliState, folder: Path) -> None:
             "(lay it out as NAME/VERSION to also run the reference outputs)"
         )
         return
-    service = InferenceService(
-        config.inference,
-        staging,
-        backend_order(configured_profile(config.device.board)),
-        config.paths().engine_cache_dir,
-    )
+    service = wiring.inference_service(config, staging)
     served = service.activate(manifest.ref, persist=False)
     click.echo(
         f"{manifest.ref}: OK on {served.loaded.backend} ({served.loaded.precision}), "
@@ -108,7 +82,7 @@ def model_verify(state: CliState, folder: Path) -> None:
 @click.pass_obj
 def model_activate(state: CliState, ref: str) -> None:
     """Make NAME@VERSION the active version (verified and reference-checked first)."""
-    served = service_for(state.loaded().config).activate(ref)
+    served = wiring.inference_service(state.loaded().config).activate(ref)
     manifest = served.loaded.manifest
     click.echo(f"active: {manifest.ref} on {served.loaded.backend} ({served.loaded.precision})")
 
@@ -118,7 +92,7 @@ def model_activate(state: CliState, ref: str) -> None:
 @click.pass_obj
 def model_rollback(state: CliState, name: str) -> None:
     """Go back to the previously active version of NAME."""
-    served = service_for(state.loaded().config).rollback(name)
+    served = wiring.inference_service(state.loaded().config).rollback(name)
     click.echo(f"active: {served.loaded.manifest.ref}")
 
 
@@ -166,7 +140,7 @@ def model_quantize(
 @click.pass_obj
 def infer(state: CliState, images: tuple[Path, ...]) -> None:
     """Classify image files with the active model; one JSON line each."""
-    service = service_for(state.loaded().config)
+    service = wiring.inference_service(state.loaded().config)
     service.start()
     for image in images:
         prediction = service.infer_image(image.read_bytes(), str(image))
@@ -214,8 +188,6 @@ def triggers_watch(
 ) -> None:
     """Run frames through the model, publish defect events over MQTT, until Ctrl-C / SIGTERM."""
     from edge.errors import ConfigError  # noqa: PLC0415
-    from edge.outbox_cli import make_uplink, open_outbox  # noqa: PLC0415
-    from edge.triggers.pipeline import TriggerPipeline  # noqa: PLC0415
     from edge.triggers.sources import WatchedFolder  # noqa: PLC0415
     from edge.triggers.video import video_frames  # noqa: PLC0415
 
@@ -228,15 +200,15 @@ def triggers_watch(
             where="triggers.watch_dir",
             hint="pass --dir, --video or --camera, or set triggers.watch_dir",
         )
-    service = service_for(config)
+    service = wiring.inference_service(config)
     service.start()
-    outbox = open_outbox(config)
-    uplink = make_uplink(config, outbox) if config.uplink.enabled else None
+    outbox = wiring.open_outbox(config)
+    uplink = wiring.build_uplink(config, outbox) if config.uplink.enabled else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if uplink:
         uplink.start()
-    pipeline = TriggerPipeline(config.triggers, service, outbox)
+    pipeline = wiring.trigger_pipeline(config, service, outbox)
     try:
         if stream is not None:
             count = pipeline.run_stream(

@@ -8,31 +8,18 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
+from edge import wiring
+
 if TYPE_CHECKING:
-    from edge.cli import CliState
+    from edge.cli.context import CliState
     from edge.config import MoltbotConfig
     from edge.outbox.store import Outbox
-    from edge.uplink.sync import Uplink
 
 NOMINAL_DRAIN_RATE = 500.0  # msg/s: the uplink benchmark's goal on loopback
 
 
-def open_outbox(config: MoltbotConfig) -> Outbox:
-    from edge.board import configured_profile  # noqa: PLC0415
-    from edge.outbox.store import Outbox  # noqa: PLC0415
-
-    profile = configured_profile(config.device.board)  # unknown board: no RTC to trust
-    return Outbox.from_config(config, has_rtc=bool(profile and profile.has_rtc))
-
-
-def make_uplink(config: MoltbotConfig, outbox: Outbox) -> Uplink:
-    from edge.uplink.build import build_uplink  # noqa: PLC0415
-
-    return build_uplink(config, outbox)
-
-
 def drain(config: MoltbotConfig, outbox: Outbox, timeout_s: float) -> bool:
-    uplink = make_uplink(config, outbox)
+    uplink = wiring.build_uplink(config, outbox)
     uplink.start()
     try:
         return uplink.wait_drained(timeout_s)
@@ -59,7 +46,7 @@ def outbox() -> None:
 @click.pass_obj
 def outbox_stats(state: CliState, as_json: bool, rate: float) -> None:
     """Depth, bytes, oldest age, delivered/expired/dropped totals, time to drain."""
-    store = open_outbox(state.loaded().config)
+    store = wiring.open_outbox(state.loaded().config)
     try:
         stats = store.stats()
     finally:
@@ -77,7 +64,7 @@ def outbox_stats(state: CliState, as_json: bool, rate: float) -> None:
 @click.pass_obj
 def outbox_peek(state: CliState, count: int) -> None:
     """Print the COUNT oldest messages as JSON lines, without removing them."""
-    store = open_outbox(state.loaded().config)
+    store = wiring.open_outbox(state.loaded().config)
     try:
         for message in store.peek(count):
             line = asdict(message) | {"age_s": round(store.age_s(message), 3)}
@@ -106,7 +93,7 @@ def outbox_drain(state: CliState, once: bool, timeout_s: float) -> int:
     """Send the queued messages to the broker now."""
     del once  # the only mode; the flag keeps the intent explicit on the command line
     config = state.loaded().config
-    store = open_outbox(config)
+    store = wiring.open_outbox(config)
     try:
         before = len(store)
         drained = drain(config, store, timeout_s)
@@ -129,7 +116,7 @@ def outbox_drain(state: CliState, once: bool, timeout_s: float) -> int:
 @click.pass_obj
 def outbox_purge(state: CliState, hours: float, yes: bool) -> None:
     """Remove old messages without sending them (counted as dropped)."""
-    store = open_outbox(state.loaded().config)
+    store = wiring.open_outbox(state.loaded().config)
     try:
         if not yes:
             click.confirm(
@@ -193,7 +180,7 @@ def event_send(
     if from_file is None:
         data = _payload_object(payload)
     config = state.loaded().config
-    store = open_outbox(config)
+    store = wiring.open_outbox(config)
     status = 0
     try:
         if from_file is None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from edge.cli import CliState
+    from edge.cli.context import CliState
 
 
 @click.group()
