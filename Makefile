@@ -19,15 +19,19 @@ QEMU_BACKPORTS := qemu-system-arm/bookworm-backports qemu-system-common/bookworm
 # e2fsprogs >= 1.47.1 stamps every inode it writes with SOURCE_DATE_EPOCH (1.47.0 copies the
 # staged files' change times): the images' file systems are then byte-identical between builds.
 E2FSPROGS_BACKPORTS := e2fsprogs/bookworm-backports libext2fs2/bookworm-backports
-TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl \
+TEST_HOST_PACKAGES := mosquitto mosquitto-clients prometheus systemd openssl kmod \
 	espeak-ng sox libportaudio2 pulseaudio libasound2-plugins \
 	fdisk dosfstools mtools $(E2FSPROGS_BACKPORTS) bmap-tools faketime \
 	mmdebstrap qemu-user-static binfmt-support arch-test xz-utils zstd tar $(QEMU_BACKPORTS) \
-	device-tree-compiler cpio podman buildah shellcheck
+	device-tree-compiler cpio podman buildah shellcheck \
+	rauc squashfs-tools u-boot-qemu u-boot-tools libubootenv-tool
 # Debian packages `make image` uses: mmdebstrap + qemu-user-static (binfmt_misc) for the arm64
-# root file system, the disk tools, bmaptool, xz, libfaketime for reproducible time stamps.
-IMAGE_HOST_PACKAGES := mmdebstrap qemu-user-static binfmt-support arch-test \
-	fdisk dosfstools mtools $(E2FSPROGS_BACKPORTS) bmap-tools faketime xz-utils zstd systemd tar
+# root file system, the disk tools, bmaptool, xz, libfaketime for reproducible time stamps, kmod
+# (depmod) after the unused kernel modules are cut, rauc + squashfs-tools + openssl for the signed
+# update bundle, u-boot-tools (mkimage) for boot.scr.
+IMAGE_HOST_PACKAGES := mmdebstrap qemu-user-static binfmt-support arch-test kmod \
+	fdisk dosfstools mtools $(E2FSPROGS_BACKPORTS) bmap-tools faketime xz-utils zstd systemd tar \
+	rauc squashfs-tools u-boot-tools openssl
 RECIPE ?= images/recipes/$(BOARD).yaml
 IMAGE_ARGS ?=
 PYTEST_ARGS ?=

@@ -96,6 +96,11 @@ class BoardProfile(_Strict):
     boot_device: BootDeviceSpec | None = Field(
         None, description="checked against the image's own DTB and initramfs at build time"
     )
+    kernel_modules_unused: list[str] = Field(
+        default_factory=list,
+        description="module folders under lib/modules/<version>/kernel/ for hardware this board "
+        "cannot have (an image leaves them out unless its recipe says slim.kernel_modules: false)",
+    )
 
 
 @dataclass(frozen=True)

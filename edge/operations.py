@@ -2,8 +2,9 @@
 
 :class:`ApplianceOperations` implements :class:`edge.api.facade.ApplianceFacade` over the parts
 ``edge.wiring`` built: inference on uploads, transcription, model activation and rollback,
-reports, readiness and the metrics snapshot. It starts nothing and owns no thread: starting,
-supervising and stopping is :class:`edge.service.Appliance`'s job.
+over-the-air updates (:class:`edge.update_jobs.UpdateJobs`, whose job runs in its own thread),
+reports, readiness and the metrics snapshot. Otherwise it starts nothing and owns no thread:
+starting, supervising and stopping is :class:`edge.service.Appliance`'s job.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from edge.api.events import EventFeed
 from edge.api.metrics import Metrics, StateSnapshot
 from edge.errors import MoltbotError, VoiceError
+from edge.update.install import reboot_system
+from edge.update.request import UpdateRequest
+from edge.update_jobs import UpdateJobs
 from edge.uplink.sync import LinkState
 
 if TYPE_CHECKING:
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from edge.inference.service import InferenceService, Prediction
     from edge.outbox.store import Outbox
     from edge.triggers.pipeline import TriggerPipeline
+    from edge.update.install import SlotInstaller
     from edge.uplink.sync import Uplink
     from edge.voice.service import VoiceService
 
@@ -58,6 +64,7 @@ class ApplianceOperations:
         outbox: Outbox,
         uplink: Uplink | None,
         inference: InferenceService | None,
+        rauc: SlotInstaller,
     ) -> None:
         self.config = config
         self.device = device
@@ -76,6 +83,17 @@ class ApplianceOperations:
         self.health: dict[str, ServiceHealth] = {}  # written by the supervisor
         self.accepting = True
         self.infer_lock = threading.Lock()  # one decision stream: debounce needs frame order
+        updates_dir = config.paths().updates_dir
+        self.updates = UpdateJobs(
+            config.updates,
+            updates_dir,
+            rauc,
+            outbox,
+            quiet=self.infer_lock,
+            reboot=partial(reboot_system, updates_dir=updates_dir),
+        )
+        if uplink is not None:
+            uplink.commands.register("update", self.updates.command)
 
     def infer(
         self, data: bytes, trigger: bool, part_id: str | None = None
@@ -141,6 +159,16 @@ class ApplianceOperations:
             "messages": [asdict(m) for m in page],
             "next_after": page[-1].seq if more else None,
         }
+
+    def start_update(self, request: UpdateRequest, requested_by: str) -> dict[str, Any]:
+        """``POST /v1/system/update``: a job in the background; ``UpdateBusyError`` if one runs."""
+        return self.updates.start(request, requested_by)
+
+    def update_report(self) -> dict[str, Any]:
+        return self.updates.report()
+
+    def slots_report(self) -> dict[str, Any]:
+        return self.updates.slots()
 
     # -- state ----------------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ class Appliance(ApplianceOperations):
                 else None
             ),
             inference=wiring.inference_service(config) if config.inference.enabled else None,
+            rauc=wiring.rauc_client(config),
         )
         if config.voice.enabled:
             self.voice = wiring.voice_service(config, outbox, VoiceActions(self))
@@ -108,6 +109,7 @@ class Appliance(ApplianceOperations):
         await asyncio.to_thread(self.load_model)
         if self.uplink is not None:
             self.uplink.start()
+        self.updates.watch_previous_update()
         supervised = [
             asyncio.create_task(self._supervise(name, target))
             for name, target in self._background_services()
@@ -235,6 +237,7 @@ class Appliance(ApplianceOperations):
         await asyncio.gather(serving, return_exceptions=True)
         self._stop.set()
         await asyncio.gather(*supervised, return_exceptions=True)
+        await asyncio.to_thread(self.updates.close)
         if self.uplink is not None:
             await asyncio.to_thread(self.uplink.stop)
         waiting = len(self.outbox)

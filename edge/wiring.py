@@ -1,4 +1,4 @@
-"""The one place that turns config into objects: outbox, topics, uplink, inference, voice.
+"""The one place that turns config into objects: outbox, topics, uplink, inference, voice, RAUC.
 
 Everything above this layer (the service, the API, the CLI, the self-test) gets its parts from
 here, so the wiring is written once. Each function builds what it names from the config and
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from edge.inference.registry import ModelRegistry
     from edge.inference.service import InferenceService
     from edge.triggers.pipeline import TriggerPipeline
+    from edge.update.rauc import RaucClient
     from edge.uplink.dialect import ModelInfo
     from edge.uplink.sync import Uplink
     from edge.voice.service import ActionHandler, VoiceService
@@ -141,3 +142,13 @@ def voice_service(config: MoltbotConfig, outbox: Outbox, act: ActionHandler) -> 
     from edge.voice.service import VoiceService  # noqa: PLC0415 - vosk
 
     return VoiceService(config.voice, config.paths().vosk_model_dir, outbox, act)
+
+
+def rauc_client(config: MoltbotConfig) -> RaucClient:
+    """The ``rauc`` command line with ``updates.rauc_system_conf`` and the install timeout."""
+    from edge.update.rauc import RaucClient  # noqa: PLC0415 - only for update commands
+
+    return RaucClient(
+        system_conf=config.updates.rauc_system_conf,
+        install_timeout_s=config.updates.install_timeout_s,
+    )

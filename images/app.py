@@ -9,6 +9,7 @@ ships only as a source archive: it is built here into a pure-Python wheel first.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import sys
@@ -17,6 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.files import sha256_file
 from images.paths import REPO_ROOT
 from images.run import run
 
@@ -131,13 +133,45 @@ def build_wheelhouse(wheelhouse: Path) -> tuple[str, ...]:
 
 
 def install_application(root: Path, wheelhouse: Path) -> InstalledApp:
-    """The venv at /opt/moltbot/venv inside ``root``, from ``wheelhouse`` only (no index)."""
+    """The venv at /opt/moltbot/venv inside ``root``, from ``wheelhouse`` only (no index).
+
+    Two layers: the dependencies, installed and byte-compiled once per set of wheels and kept
+    under ``<cache>/app-deps/<key>`` (an application change reuses them), then this repo's
+    wheel on top."""
     wanted = build_wheelhouse(wheelhouse)
     venv = root / VENV
     if venv.exists():
         shutil.rmtree(venv)
     site = venv / "lib" / f"python{TARGET_PYTHON}" / "site-packages"
-    site.mkdir(parents=True)
+    _lay_out_venv(venv)
+    cached = _dependencies_layer(wheelhouse, wanted)
+    shutil.copytree(cached, site, symlinks=True)
+    own_wheel = next(wheelhouse.glob("moltbot_edge-*.whl"))
+    _pip(
+        "install",
+        "-q",
+        "--no-index",
+        "--no-deps",
+        *_target_flags(),
+        "--no-compile",
+        "--target",
+        site,
+        own_wheel,
+        step="install the application into the image's venv",
+    )
+    _tidy_target(site)
+    _byte_compile(site, [site / name for name in ("edge", "hw") if (site / name).is_dir()])
+    entry = venv / "bin" / "moltbot"
+    entry.write_text(
+        f"#!/{VENV}/bin/python3\nimport sys\n\nfrom edge.cli import main\n\nsys.exit(main())\n"
+    )
+    entry.chmod(0o755)
+    return InstalledApp(site, wanted)
+
+
+def _lay_out_venv(venv: Path) -> None:
+    """What ``python3 -m venv --without-pip`` writes on the device, written by hand."""
+    (venv / "lib" / f"python{TARGET_PYTHON}").mkdir(parents=True)
     (venv / "lib64").symlink_to("lib")
     bin_dir = venv / "bin"
     bin_dir.mkdir()
@@ -150,7 +184,32 @@ def install_application(root: Path, wheelhouse: Path) -> InstalledApp:
         f"version = {TARGET_PYTHON}\n"
         f"executable = /usr/bin/python{TARGET_PYTHON}\n"
     )
-    own_wheel = next(wheelhouse.glob("moltbot_edge-*.whl"))
+
+
+def dependencies_key(wheelhouse: Path, wanted: tuple[str, ...]) -> str:
+    """What the dependency layer is made from: every wheel but this repo's (name + content),
+    the requirements, the target and the code of this stage."""
+    digest = hashlib.sha256()
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        if not wheel.name.startswith("moltbot_edge-"):
+            digest.update(f"{wheel.name}\0{sha256_file(wheel)}\n".encode())
+    digest.update("\n".join([*wanted, *_target_flags(), *EXTRAS]).encode())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:24]
+
+
+def _dependencies_layer(wheelhouse: Path, wanted: tuple[str, ...]) -> Path:
+    """The installed, byte-compiled dependencies for ``wanted``: from the cache, or built into
+    it (in a scratch folder renamed into place, so an interrupted build leaves nothing)."""
+    layers = wheelhouse.parent / "app-deps"
+    layer = layers / dependencies_key(wheelhouse, wanted)
+    if (layer / "site-packages").is_dir():
+        logger.info("application dependencies from the cache: %s", layer)
+        return layer / "site-packages"
+    for stale in layers.glob("*"):
+        shutil.rmtree(stale, ignore_errors=True)  # one layer is kept: the current one
+    scratch = Path(tempfile.mkdtemp(prefix="building-", dir=_made(layers)))
+    site = scratch / "site-packages"
     _pip(
         "install",
         "-q",
@@ -161,18 +220,29 @@ def install_application(root: Path, wheelhouse: Path) -> InstalledApp:
         "--no-compile",
         "--target",
         site,
-        f"{own_wheel}[{','.join(EXTRAS)}]",
         *wanted,
-        step="install the application into the image's venv",
+        step="install the application's dependencies",
     )
-    # pip --target writes console scripts with this host's interpreter; the venv gets its own.
+    _tidy_target(site)
+    _byte_compile(site, [site])
+    scratch.rename(layer)
+    return layer / "site-packages"
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _tidy_target(site: Path) -> None:
+    # pip --target writes console scripts with this host's interpreter; the venv has its own.
     shutil.rmtree(site / "bin", ignore_errors=True)
     normalise_records(site)
-    entry = bin_dir / "moltbot"
-    entry.write_text(
-        f"#!/{VENV}/bin/python3\nimport sys\n\nfrom edge.cli import main\n\nsys.exit(main())\n"
-    )
-    entry.chmod(0o755)
+
+
+def _byte_compile(site: Path, folders: list[Path]) -> None:
+    """Byte-compile ``folders`` (in ``site``) under the paths the device sees: the same .pyc
+    whether compiled in the cache layer or in the image."""
     run(
         [
             sys.executable,
@@ -183,14 +253,13 @@ def install_application(root: Path, wheelhouse: Path) -> InstalledApp:
             "--invalidation-mode",
             "unchecked-hash",
             "-s",
-            root,
-            "-p",
-            "/",
             site,
+            "-p",
+            f"/{VENV}/lib/python{TARGET_PYTHON}/site-packages",
+            *folders,
         ],
         step="byte-compile the application",
     )
-    return InstalledApp(site, wanted)
 
 
 def normalise_records(site: Path) -> None:

@@ -338,12 +338,13 @@ class BootPathReport:
 
 
 def check_image(root: Path, boot: Path, spec: BootDeviceSpec) -> list[BootPathReport]:
-    """Check each of the board's DTBs in ``boot`` against the kernel and initrd it boots."""
-    initrds = sorted(boot.glob("initrd.img-*"))
+    """Check each of the board's DTBs in ``boot`` (the FAT partition) against the kernel and
+    initrd the root slot boots (its own /boot)."""
+    initrds = sorted((root / "boot").glob("initrd.img-*"))
     if not initrds:
         raise MoltbotError(
-            "the boot partition has no initrd.img-* to check",
-            where=str(boot),
+            "the root file system has no /boot/initrd.img-* to check",
+            where=str(root / "boot"),
             hint="the image's kernel package did not build an initramfs (initramfs-tools)",
         )
     initrd = initrds[-1]

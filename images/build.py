@@ -18,16 +18,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from edge import __version__ as edge_version
 from edge.board import BoardProfile
 from edge.files import sha256_file
 from edge.inference.registry import ModelRegistry
 from images import vosk_source
+from images.ab_slots import SlotSettings, install_boot_partition_files, install_slot_files
 from images.app import install_application
 from images.boot_path import BootPathReport, check_image
 from images.disk import DiskLayout, assemble, build_ext4, build_vfat, plan_layout
 from images.outputs import (
+    DEFAULT_XZ_LEVEL,
     Component,
     build_manifest,
     debian_packages,
@@ -45,6 +49,7 @@ from images.rootfs import (
     extract_rootfs,
 )
 from images.run import ToolError, require
+from images.slimming import SlimOptions, slim_rootfs
 from images.system_files import (
     BOOT_MOUNT,
     DATA_MOUNT,
@@ -53,6 +58,9 @@ from images.system_files import (
     boot_files,
     install_system_files,
 )
+from images.tree_sizes import largest_directories, tree_bytes
+from images.update_bundle import compatible_for, create_bundle
+from images.update_keys import KEYRING_NAME, SigningFiles, init_keys, signing_files
 
 logger = logging.getLogger(__name__)
 DEFAULT_ADMIN = "admin"
@@ -66,6 +74,7 @@ class BuildReport:
     rootfs_cached: bool = False
     stages_s: dict[str, float] = field(default_factory=dict)
     sizes_bytes: dict[str, int] = field(default_factory=dict)
+    largest_directories: dict[str, dict[str, int]] = field(default_factory=dict)
     tree_sha256: dict[str, str] = field(default_factory=dict)
     boot_path: list[BootPathReport] = field(default_factory=list)
 
@@ -85,6 +94,7 @@ class BuildReport:
             "stages_s": self.stages_s,
             "total_s": round(sum(self.stages_s.values()), 1),
             "sizes_bytes": self.sizes_bytes,
+            "largest_directories_bytes": self.largest_directories,
             "tree_sha256": self.tree_sha256,
             "boot_path": [checked.as_json() for checked in self.boot_path],
         }
@@ -128,6 +138,58 @@ def rootfs_spec(recipe: Recipe, boot_medium: str, root_partuuid: str, epoch: int
     )
 
 
+def bundle_version(epoch: int) -> str:
+    """The update's version: the application's, then the build time (SOURCE_DATE_EPOCH), so two
+    builds of one release tell apart and sort in build order."""
+    stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y%m%d%H%M%S")
+    return f"{edge_version}+{stamp}"
+
+
+def write_bundle(
+    root_part: Path, out: Path, compatible: str, signing: SigningFiles, epoch: int, digest: str
+) -> int:
+    """The signed RAUC bundle of the root file system just built; returns its size."""
+    built = create_bundle(
+        root_part,
+        out=out,
+        compatible=compatible,
+        version=bundle_version(epoch),
+        signing=signing,
+        build_id=digest[:16],
+    )
+    return built.size_bytes
+
+
+def update_signing(directory: Path | None, cache_dir: Path) -> SigningFiles:
+    """The keys given, or the development set under the cache (made on first use)."""
+    if directory is not None:
+        return signing_files(directory)
+    development = cache_dir / "update-keys"
+    if (development / KEYRING_NAME).is_file():
+        return signing_files(development)
+    logger.warning(
+        "no --update-keys given: making DEVELOPMENT update keys in %s; devices flashed with "
+        "this image trust only bundles signed by them (use the plant's PKI for production: "
+        "moltbot image keys init --help)",
+        development,
+    )
+    return init_keys(development).signing
+
+
+def require_update_tools(*, bundle: bool) -> None:
+    for tool in ("mkimage", "openssl", *(("rauc", "mksquashfs") if bundle else ())):
+        require(tool)
+
+
+def slim_options(recipe: Recipe, board: BoardProfile) -> SlimOptions:
+    return SlimOptions(
+        docs=recipe.slim.docs,
+        locales=recipe.slim.locales,
+        kernel_modules=recipe.slim.kernel_modules,
+        unused_module_dirs=tuple(board.kernel_modules_unused),
+    )
+
+
 def layout_for(recipe: Recipe, digest: str, sizes: object) -> DiskLayout:
     return plan_layout(
         digest,
@@ -162,10 +224,6 @@ def stage_data(recipe: Recipe, data: Path, base_dir: Path, cache_dir: Path) -> N
         )
         vosk_source.install(source, data / VOSK_DIR, grammar_only=vosk.grammar_only)
     (data / "incoming").mkdir(exist_ok=True)
-
-
-def tree_bytes(folder: Path) -> int:
-    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def check_fits(name: str, folder: Path, size_mib: int) -> int:
@@ -255,6 +313,8 @@ def prepare_tree(
     work: Path,
     report: BuildReport,
     epoch: int,
+    *,
+    slots: SlotSettings | None = None,
 ) -> PreparedTree:
     """Rootfs (cached) + application + system files + models, as folders under ``work``.
 
@@ -262,13 +322,19 @@ def prepare_tree(
     (Jetson: NVIDIA's flash layout) it stays inside the root file system.
     """
     root, data = work / "root", work / "data"
-    partuuid = layout.partuuid("root") if layout else ""
     with report.stage("root file system (mmdebstrap)"):
+        # No PARTUUID in the cached tree: U-Boot names the root slot (the cache survives
+        # recipe changes that move the partitions).
         tarball, report.rootfs_cached = build_rootfs(
-            rootfs_spec(recipe, board.boot_medium, partuuid, epoch), cache_dir
+            rootfs_spec(recipe, board.boot_medium, "", epoch), cache_dir
         )
     with report.stage("unpack the root file system"):
         extract_rootfs(tarball, root)
+    with report.stage("slim the root file system"):
+        report.sizes_bytes |= {
+            f"slimmed_{what}": size
+            for what, size in slim_rootfs(root, slim_options(recipe, board)).items()
+        }
     with report.stage("application venv (aarch64 wheels)"):
         app = install_application(root, cache_dir / "wheels")
     with report.stage("system files, units, models"):
@@ -280,6 +346,8 @@ def prepare_tree(
             boot_medium=board.boot_medium,
         )
         install_system_files(root, layout, settings)
+        if layout is not None and slots is not None:
+            install_slot_files(root, layout, slots)
         shutil.rmtree(data, ignore_errors=True)
         if layout is not None:
             shutil.move(root / DATA_MOUNT, data)
@@ -299,28 +367,41 @@ def build_image(
     cache_dir: Path,
     *,
     compress: bool = True,
+    xz_level: int = DEFAULT_XZ_LEVEL,
+    bundle: bool = True,
+    update_keys: Path | None = None,
     work_dir: Path | None = None,
     keep_work: bool = False,
 ) -> BuildReport:
-    """Build the image; ``work_dir`` (default under the cache) holds the staged trees, removed
-    afterwards unless ``keep_work`` (the reproducibility check compares them)."""
+    """Build the image and (unless ``bundle`` is off) the signed RAUC bundle of its root file
+    system; ``update_keys`` holds the CA certificate the image trusts and the signing key
+    (default: a development set under the cache, made on first use). ``work_dir`` (default
+    under the cache) holds the staged trees, removed afterwards unless ``keep_work`` (the
+    reproducibility check compares them)."""
     recipe, board, digest, epoch = start_build(
         recipe_path, "sd", "Jetson boards get a rootfs + flash bundle: moltbot image jetson-bundle"
     )
+    require_update_tools(bundle=bundle)
     layout = layout_for(recipe, digest, board.partitions)
     out_dir.mkdir(parents=True, exist_ok=True)
     image = out_dir / f"{recipe.name}.img"
     report = BuildReport(image, digest)
     work = work_dir or cache_dir / "work" / recipe.name
-    tree = prepare_tree(recipe, board, layout, cache_dir, work, report, epoch)
+    signing = update_signing(update_keys, cache_dir)
+    slots = SlotSettings(
+        compatible_for(board.name, recipe.name), signing.keyring, bundle_version(epoch)
+    )
+    tree = prepare_tree(recipe, board, layout, cache_dir, work, report, epoch, slots=slots)
     boot = work / "boot"
     with report.stage("boot files"):
         shutil.rmtree(boot, ignore_errors=True)
-        shutil.move(boot_files(tree.root, layout), boot)
+        shutil.move(boot_files(tree.root), boot)
+        install_boot_partition_files(tree.root, boot)
         (tree.root / BOOT_MOUNT).mkdir()
         for name, folder in (("root", tree.root), ("data", tree.data), ("boot", boot)):
             clamp_times(folder, epoch)
             report.tree_sha256[name] = tree_digest(folder)
+        report.largest_directories["root"] = largest_directories(tree.root)
     if board.boot_device is not None:
         with report.stage("boot path: the DTB's SD-card drivers are in the initramfs"):
             report.boot_path = check_image(tree.root, boot, board.boot_device)
@@ -334,8 +415,15 @@ def build_image(
         build_ext4(parts["root"], layout.partition("root"), tree.root, digest, epoch)
         build_ext4(parts["data"], layout.partition("data"), tree.data, digest, epoch)
         assemble(image, layout, parts)
-        for part in parts.values():
-            part.unlink()
+    bundle_file = out_dir / f"{recipe.name}.raucb"
+    bundle_file.unlink(missing_ok=True)
+    if bundle:
+        with report.stage("signed update bundle (RAUC, verity)"):
+            report.sizes_bytes["update_bundle"] = write_bundle(
+                parts["root"], bundle_file, slots.compatible, signing, epoch, digest
+            )
+    for part in parts.values():
+        part.unlink()
     with report.stage("outputs (.bmap, .xz, SHA256SUMS, manifest, SBOM)"):
         manifest = build_manifest(digest, tree.components, image, epoch)
         manifest["partitions"] = {
@@ -344,7 +432,20 @@ def build_image(
         }
         manifest["board"] = board.name
         manifest["tree_sha256"] = report.tree_sha256
-        write_outputs(image, manifest, digest, compress=compress)
+        manifest["update"] = {
+            "compatible": slots.compatible,
+            "version": bundle_version(epoch),
+            "bundle": bundle_file.name if bundle else None,
+            "keyring_sha256": sha256_file(signing.keyring),
+        }
+        write_outputs(
+            image,
+            manifest,
+            digest,
+            compress=compress,
+            xz_level=xz_level,
+            extra=[bundle_file] if bundle else [],
+        )
     report.sizes_bytes["image"] = image.stat().st_size
     xz = image.with_name(f"{image.name}.xz")
     if xz.exists():

@@ -21,12 +21,12 @@ from images.build import (
     clamp_times,
     prepare_tree,
     start_build,
-    tree_bytes,
     tree_digest,
 )
 from images.outputs import build_manifest, cyclonedx_sbom
 from images.run import ToolError, run
 from images.system_files import DATA_MOUNT
+from images.tree_sizes import tree_bytes
 
 FLASH_SCRIPT = Path(__file__).with_name("jetson_flash.sh")
 # NVIDIA's eMMC layout keeps boot, recovery and firmware partitions beside APP (the rootfs).

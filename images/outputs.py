@@ -139,8 +139,20 @@ def cyclonedx_sbom(manifest: dict[str, Any], seed: str) -> dict[str, Any]:
     }
 
 
+# xz preset for the .img.xz. Measured on this image's root partition (300 MiB, 2 cores, same
+# run): -1 takes 0.30x the time of -3 for a 5 % larger file; -0 0.20x for 10 % larger. The build
+# spends most of a cached rebuild here, so -1 by default; `--xz-level 6` for a smallest release.
+DEFAULT_XZ_LEVEL = 1
+
+
 def write_outputs(
-    image: Path, manifest: dict[str, Any], seed: str, *, compress: bool = True
+    image: Path,
+    manifest: dict[str, Any],
+    seed: str,
+    *,
+    compress: bool = True,
+    xz_level: int = DEFAULT_XZ_LEVEL,
+    extra: list[Path] | None = None,
 ) -> list[Path]:
     """``.bmap``, ``.img.xz`` (unless ``compress`` is off), ``manifest.json``, ``sbom.cdx.json``
     and ``SHA256SUMS``."""
@@ -153,7 +165,7 @@ def write_outputs(
         partial = compressed.with_suffix(".xz.partial")
         with partial.open("wb") as stream:
             subprocess.run(  # noqa: S603 - fixed argv
-                [require("xz"), "-T0", "-3", "-c", str(image)],
+                [require("xz"), "-T0", f"-{xz_level}", "-c", str(image)],
                 stdout=stream,
                 check=True,
                 env=os.environ | {"LC_ALL": "C"},
@@ -164,6 +176,7 @@ def write_outputs(
     produced = [image, bmap, out / "manifest.json", out / "sbom.cdx.json"]
     if compress:
         produced.insert(1, compressed)
+    produced += extra or []
     (out / "SHA256SUMS").write_text(
         "".join(f"{sha256_file(path)}  {path.name}\n" for path in produced)
     )

@@ -1,11 +1,12 @@
 """Boot a built image under ``qemu-system-aarch64`` (TCG, no KVM needed), on two machines.
 
-``virt`` (the application's release gate): the image's own kernel and initrd (read from its boot
-partition with mtools), the whole image as a virtio disk (so fstab, the data partition and
-first-boot growth are exercised), user-mode networking with the appliance's API port forwarded
-to loopback; the guest reaches the host at 10.0.2.2.
+``virt`` (the application's release gate): Debian's U-Boot for QEMU as the firmware runs the
+image's own ``boot.scr``, which picks root slot A or B by RAUC's boot counters and boots that
+slot's kernel and initrd, as U-Boot does on the Pi; the whole image is a virtio disk (so fstab,
+the slots, the data partition and first-boot growth are exercised), user-mode networking with
+the appliance's API port forwarded to loopback; the guest reaches the host at 10.0.2.2.
 
-``raspi4b`` (QEMU 10, the Pi's own boot path): the same kernel and initrd with the image's own
+``raspi4b`` (QEMU 10, the Pi's own boot path): slot A's kernel and initrd with the image's own
 ``bcm2711-rpi-4-b.dtb`` and the image as the SD card behind the emulated emmc2 controller
 (``sdhci-iproc``), so the root file system is found the way a real Pi 4 finds it. The DTB is a
 test copy with the edits in ``RASPI4B_DTB_EDITS``: each one is hardware QEMU does not emulate.
@@ -24,10 +25,12 @@ from pathlib import Path
 from typing import Literal
 
 from images.devicetree import DeviceTree
-from images.disk import fat_offset, read_table
+from images.disk import SECTOR, fat_offset, read_table
 from images.run import ToolError, require, run
+from images.uboot_script import EXTRA_ARGS_FILE, EXTRA_ARGS_VARIABLE
 
 HOST_FROM_GUEST = "10.0.2.2"
+U_BOOT_QEMU = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
 Machine = Literal["virt", "raspi4b"]
 RASPI4B_DTB = "bcm2711-rpi-4-b.dtb"
 # QEMU's raspi4b leaves clocks it does not model half-initialised; without this the kernel
@@ -95,6 +98,7 @@ class QemuBoot:
     extra_cmdline: str = "moltbot.selftest=1"
     machine: Machine = "virt"
     log_name: str = "console.log"
+    no_reboot: bool = True  # a guest reboot ends QEMU (off: U-Boot starts again, A/B tests)
     console_log: Path = field(init=False)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     started_at: float = field(default=0.0, init=False)
@@ -102,49 +106,56 @@ class QemuBoot:
     def __post_init__(self) -> None:
         self.console_log = self.workdir / self.log_name
 
-    def _boot_files(self) -> tuple[Path, Path, str]:
-        target = f"{self.image}@@{fat_offset(self.image)}"
-        config = run(["mtype", "-i", target, "::config.txt"], step="read config.txt")
-        kernel = re.search(r"^kernel=(\S+)", config, re.MULTILINE)
-        initrd = re.search(r"^initramfs (\S+)", config, re.MULTILINE)
-        if not kernel or not initrd:
-            raise ToolError(
-                "config.txt names no kernel or initramfs",
-                where=f"{self.image}: config.txt",
-                hint="rebuild the image",
-            )
-        files = []
-        for name in (kernel.group(1), initrd.group(1)):
-            local = self.workdir / name
-            run(["mcopy", "-o", "-i", target, f"::{name}", local], step=f"extract {name}")
-            files.append(local)
+    def _slot_boot_files(self) -> tuple[Path, Path, str]:
+        """Slot A's kernel and initrd (read from its /boot with debugfs) and its PARTUUID: what
+        U-Boot would load, for the raspi4b machine, which runs no Pi firmware to start it."""
         table = read_table(self.image)
+        slot_a = table["partitions"][1]  # type: ignore[index]
+        source = f"{self.image}?offset={int(slot_a['start']) * SECTOR}"
+        listing = run(["debugfs", "-R", "ls -p /boot", source], step="list slot A's /boot")
+        names = [line.split("/")[5] for line in listing.splitlines() if line.count("/") >= 6]
+        files = []
+        for prefix in ("vmlinuz-", "initrd.img-"):
+            found = sorted(name for name in names if name.startswith(prefix))
+            if not found:
+                raise ToolError(
+                    f"slot A has no /boot/{prefix}*",
+                    where=f"{self.image}: partition 2",
+                    hint="rebuild the image",
+                )
+            local = self.workdir / found[-1]
+            run(
+                ["debugfs", "-R", f"dump /boot/{found[-1]} {local}", source],
+                step=f"extract {found[-1]}",
+            )
+            files.append(local)
         disk_id = str(table["id"]).removeprefix("0x")
         return files[0], files[1], f"{disk_id}-02"
 
+    def _write_extra_args(self) -> None:
+        """The test's kernel arguments, in the FAT file boot.scr appends to the command line."""
+        text = f"{EXTRA_ARGS_VARIABLE}=systemd.show_status=1 {self.extra_cmdline}\n"
+        local = self.workdir / EXTRA_ARGS_FILE
+        local.write_text(text)
+        target = f"{self.image}@@{fat_offset(self.image)}"
+        run(["mcopy", "-o", "-i", target, local, f"::{EXTRA_ARGS_FILE}"], step="write boot args")
+
     def command(self) -> list[str]:
-        kernel, initrd, root_partuuid = self._boot_files()
-        root = f"root=PARTUUID={root_partuuid} rootfstype=ext4 rootwait"
         if self.machine == "raspi4b":
+            kernel, initrd, root_partuuid = self._slot_boot_files()
+            root = f"root=PARTUUID={root_partuuid} rootfstype=ext4 rootwait rauc.slot=A"
             return self._raspi4b_argv(kernel, initrd, f"{RASPI4B_CMDLINE} {root}")
-        return self._virt_argv(kernel, initrd, f"{root} console=ttyAMA0")
+        self._write_extra_args()
+        return self._virt_argv()
 
-    def _common_argv(self, kernel: Path, initrd: Path, cmdline: str) -> list[str]:
-        return [
-            require("qemu-system-aarch64"),
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-            str(kernel),
-            "-initrd",
-            str(initrd),
-            "-append",
-            f"{cmdline} systemd.show_status=1 {self.extra_cmdline}",
-        ]
+    def _common_argv(self) -> list[str]:
+        return [require("qemu-system-aarch64"), "-nographic", *(["-no-reboot"] * self.no_reboot)]
 
-    def _virt_argv(self, kernel: Path, initrd: Path, cmdline: str) -> list[str]:
+    def _virt_argv(self) -> list[str]:
+        """The image boots as on the Pi: U-Boot (Debian's qemu_arm64 build as the firmware)
+        runs the image's own boot.scr, which picks the root slot and boots its kernel."""
         return [
-            *self._common_argv(kernel, initrd, cmdline),
+            *self._common_argv(),
             "-M",
             "virt",
             "-cpu",
@@ -155,6 +166,8 @@ class QemuBoot:
             str(self.cpus),
             "-m",
             str(self.memory_mib),
+            "-bios",
+            str(require_file(U_BOOT_QEMU, "u-boot-qemu")),
             "-drive",
             f"file={self.image},if=none,format=raw,id=disk0,cache=unsafe",
             "-device",
@@ -174,7 +187,13 @@ class QemuBoot:
         run(["mcopy", "-o", "-i", target, f"::{RASPI4B_DTB}", dtb], step="extract the Pi's DTB")
         apply_dtb_edits(dtb, RASPI4B_DTB_EDITS)
         return [
-            *self._common_argv(kernel, initrd, cmdline),
+            *self._common_argv(),
+            "-kernel",
+            str(kernel),
+            "-initrd",
+            str(initrd),
+            "-append",
+            f"{cmdline} systemd.show_status=1 {self.extra_cmdline}",
             "-M",
             "raspi4b",
             "-accel",
@@ -231,6 +250,12 @@ class QemuBoot:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+
+def require_file(path: Path, package: str) -> Path:
+    if not path.is_file():
+        raise ToolError(f"{path} is missing", where=str(path), hint=f"apt-get install {package}")
+    return path
 
 
 def grow_to_power_of_two(image: Path) -> int:

@@ -76,6 +76,19 @@ class PartitionSizes(_Strict):
     data_mib: int | None = Field(None, ge=64)
 
 
+class Slimming(_Strict):
+    """What the image leaves out of the root file system (each on by default)."""
+
+    docs: bool = Field(
+        True, description="drop /usr/share/doc (each package's copyright stays), man and info pages"
+    )
+    locales: bool = Field(True, description="drop message translations (the appliance runs in C)")
+    kernel_modules: bool = Field(
+        True,
+        description="drop the kernel modules the board profile lists as hardware it cannot have",
+    )
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     board: str
@@ -89,6 +102,7 @@ class Recipe(_Strict):
     vosk_model: VoskModelRef | None = None
     users: list[User] = Field(default_factory=list)
     partitions: PartitionSizes = Field(default_factory=PartitionSizes)
+    slim: Slimming = Field(default_factory=Slimming)
 
     @model_validator(mode="after")
     def _no_passwords(self) -> Recipe:

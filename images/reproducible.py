@@ -49,6 +49,7 @@ def verify_reproducible(recipe: Path, out_dir: Path, cache_dir: Path) -> Reprodu
                 work.parent,
                 cache_dir,
                 compress=False,
+                bundle=False,  # a signature carries its time: the images are compared
                 work_dir=work,
                 keep_work=True,
             )

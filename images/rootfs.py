@@ -59,6 +59,12 @@ BOOT_PACKAGES: dict[str, tuple[str, ...]] = {
         "initramfs-tools",
         "zstd",
         "firmware-brcm80211",
+        # A/B updates: U-Boot picks the root slot, RAUC installs bundles into the other one
+        # and reads/writes U-Boot's boot counters with fw_printenv/fw_setenv.
+        "u-boot-rpi",
+        "rauc",
+        "rauc-service",
+        "libubootenv-tool",
     ),
     "emmc": (),
     "disk": ("linux-image-arm64", "initramfs-tools", "zstd"),
@@ -115,6 +121,12 @@ class RootfsSpec:
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    def _raspi_firmware_defaults(self) -> str:
+        """What Debian's raspi-firmware hook reads while the tree is built (an A/B image
+        replaces it afterwards: there U-Boot, not cmdline.txt, names the root)."""
+        root = f"ROOTPART=PARTUUID={self.root_partuuid}\\n" if self.root_partuuid else ""
+        return f'{root}CONSOLES="ttyS1,115200 tty0"\\n'
+
     def hooks(self) -> dict[str, list[str]]:
         """mmdebstrap hook commands; ``$1`` is the tree being built."""
         modules = "\\n".join(INITRAMFS_MODULES)
@@ -129,8 +141,7 @@ class RootfsSpec:
             "printf 'update_initramfs=no\\nbackup_initramfs=no\\n' "
             '> "$1/etc/initramfs-tools/update-initramfs.conf"',
             'mkdir -p "$1/etc/default"',
-            f"printf 'ROOTPART=PARTUUID={self.root_partuuid}\\nCONSOLES=\"ttyS1,115200 tty0\"\\n' "
-            '> "$1/etc/default/raspi-firmware"',
+            f"printf '{self._raspi_firmware_defaults()}' > \"$1/etc/default/raspi-firmware\"",
         ]
         customize = [
             f'chroot "$1" useradd --system --uid {APP_UID} --user-group --home-dir '

@@ -40,6 +40,11 @@ PACKAGE_OF = {
     "fdtput": "device-tree-compiler",
     "dtc": "device-tree-compiler",
     "zstd": "zstd",
+    "depmod": "kmod",
+    "mkimage": "u-boot-tools",
+    "mksquashfs": "squashfs-tools",
+    "rauc": "rauc",
+    "fw_printenv": "libubootenv-tool",
 }
 # Tools that stamp the current time into what they write. With SOURCE_DATE_EPOCH set they run
 # under libfaketime at that instant, so two builds of the same inputs give the same bytes

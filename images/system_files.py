@@ -28,6 +28,8 @@ ENABLED_UNITS = (
     "moltbot.service",
     "moltbot-setup.service",
     "moltbot-selftest.service",
+    "moltbot-confirm-boot.service",
+    "moltbot-reboot.path",
     "systemd-networkd.service",
     "systemd-resolved.service",
     "systemd-timesyncd.service",
@@ -81,7 +83,8 @@ def fstab(layout: DiskLayout | None) -> str:
         )
     lines = [
         "# <device>  <mount point>  <type>  <options>  <dump>  <pass>",
-        f"PARTUUID={layout.partuuid('root')}  /  ext4  defaults,noatime,commit=30  0  1",
+        # The root is whichever slot (A or B) U-Boot booted: the kernel's root= names it.
+        "/dev/root  /  ext4  defaults,noatime,commit=30  0  1",
     ]
     if any(p.name == "boot" for p in layout.partitions):
         # Site secrets live here: readable by root and the appliance's group only.
@@ -144,16 +147,9 @@ def install_system_files(root: Path, layout: DiskLayout | None, settings: System
         "%sudo ALL=(ALL) NOPASSWD: ALL\n",
         mode=0o440,
     )
-    if settings.boot_medium == "sd":
-        # Debian's raspi-firmware writes config.txt/cmdline.txt from these at kernel updates.
-        write_text(
-            root,
-            "etc/default/raspi-extra-cmdline",
-            "rootwait fsck.repair=yes",
-        )
     units = root / "usr/lib/systemd/system"
     units.mkdir(parents=True, exist_ok=True)
-    for unit in sorted(UNITS_DIR.glob("*.service")):
+    for unit in sorted([*UNITS_DIR.glob("*.service"), *UNITS_DIR.glob("*.path")]):
         shutil.copy2(unit, units / unit.name)
     rules = root / "usr/lib/udev/rules.d"
     rules.mkdir(parents=True, exist_ok=True)
@@ -178,29 +174,16 @@ def _shipped(root: Path, unit: str) -> bool:
     )
 
 
-def boot_files(root: Path, layout: DiskLayout) -> Path:
-    """The FAT partition's content: Debian's Pi firmware files, with config.txt and cmdline.txt
-    pointing at this image's kernel, initrd and root PARTUUID."""
+def boot_files(root: Path) -> Path:
+    """The FAT partition's content as Debian's raspi-firmware left it in the tree: the Pi
+    firmware and device trees (images/ab_slots.py adds U-Boot, boot.scr and config.txt)."""
     boot = root / BOOT_MOUNT
-    kernels = sorted(boot.glob("vmlinuz-*"))
-    initrds = sorted(boot.glob("initrd.img-*"))
-    if not kernels or not initrds or not (boot / "start4.elf").exists():
+    if not (boot / "start4.elf").exists():
         from images.run import ToolError  # noqa: PLC0415
 
         raise ToolError(
-            "the root file system has no Pi firmware, kernel or initrd in /boot/firmware",
+            "the root file system has no Pi firmware in /boot/firmware",
             where=str(boot),
             hint="the recipe's board must boot from sd (raspi-firmware, linux-image-arm64)",
         )
-    kernel, initrd = kernels[-1].name, initrds[-1].name
-    (boot / "config.txt").write_text(
-        "# Moltbot Edge: Raspberry Pi 4B, 64-bit, Debian kernel\n"
-        "[all]\narm_64bit=1\nenable_uart=1\nupstream_kernel=1\n"
-        f"kernel={kernel}\ninitramfs {initrd} followkernel\n"
-        "dtparam=audio=on\ndisable_overscan=1\n"
-    )
-    (boot / "cmdline.txt").write_text(
-        f"console=ttyS1,115200 console=tty0 root=PARTUUID={layout.partuuid('root')} "
-        "rootfstype=ext4 rootwait fsck.repair=yes\n"
-    )
     return boot

@@ -1,4 +1,5 @@
-"""The local HTTP API (FastAPI): health, readiness, metrics, inference, outbox, models, events.
+"""The local HTTP API (FastAPI): health, readiness, metrics, inference, outbox, models, events,
+over-the-air updates and the A/B slots.
 
 Every route but ``/healthz`` and ``/readyz`` (and ``/metrics`` unless
 ``api.metrics_require_token``) needs ``Authorization: Bearer <token>``, compared in constant
@@ -18,14 +19,17 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge import __version__
 from edge.api.guard import AUTH_HINT, RequestGuard, bearer_matches
 from edge.config.view import redacted_tree
 from edge.errors import InputError, MoltbotError
+from edge.release import installed_release
 from edge.triggers.parts import PART_ID_PATTERN
+from edge.update.errors import UpdateConflictError
+from edge.update.request import MAX_URL_CHARS, UpdateRequest
 
 if TYPE_CHECKING:
     from edge.api.facade import ApplianceFacade
@@ -66,6 +70,22 @@ class InferResult(BaseModel):
 
 class ActivateRequest(BaseModel):
     version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class UpdateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1, max_length=MAX_URL_CHARS, description="http(s) URL of the RAUC bundle"
+    )
+    sha256: str = Field(
+        pattern=r"^[0-9A-Fa-f]{64}$", description="the bundle's sha256 (from its SHA256SUMS)"
+    )
+    reboot: bool = Field(
+        True,
+        description="reboot into the new slot once installed, when no inference is in flight "
+        "(at most updates.reboot_delay_s later)",
+    )
 
 
 def _error(
@@ -119,6 +139,7 @@ def create_app(appliance: ApplianceFacade) -> FastAPI:
     _add_inference_routes(app, appliance, authorised)
     _add_state_routes(app, appliance, authorised)
     _add_voice_routes(app, appliance, authorised)
+    _add_system_routes(app, appliance, authorised)
 
     @app.middleware("http")
     async def refuse_while_stopping(request: Request, call_next: Any) -> Response:
@@ -182,10 +203,13 @@ def _http_error_context(request: Request, status: int) -> tuple[str | None, str 
 
 
 def _add_health_routes(app: FastAPI, appliance: ApplianceFacade, authorised: list[Any]) -> None:
+    release = installed_release()
+
     @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
+    async def healthz() -> dict[str, str | None]:
+        """Liveness: the process answers; with the application's version and the root file
+        system's release (the A/B update it came from; null where no image installed it)."""
+        return {"status": "ok", "version": __version__, "release": release}
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
     async def readyz() -> JSONResponse:
@@ -314,6 +338,48 @@ def _add_state_routes(app: FastAPI, appliance: ApplianceFacade, authorised: list
         if "text/event-stream" not in request.headers.get("accept", ""):
             return JSONResponse({"events": appliance.events.recent(limit)})
         return StreamingResponse(_sse(appliance, request), media_type="text/event-stream")
+
+
+def _add_system_routes(app: FastAPI, appliance: ApplianceFacade, authorised: list[Any]) -> None:
+    @app.post(
+        "/v1/system/update",
+        tags=["system"],
+        dependencies=authorised,
+        status_code=202,
+        responses={**ERRORS, 409: {"model": ErrorBody}},
+    )
+    async def update(body: UpdateBody) -> JSONResponse:
+        """Fetch, verify and install a RAUC bundle into the other slot, then reboot into it.
+
+        Answers 202 with the job at once (409 while another one runs, or without A/B slots); its
+        progress and result are ``update`` events (``GET /v1/events``, MQTT) and
+        ``GET /v1/system/update``."""
+        request = UpdateRequest.from_json(body.model_dump())
+        try:
+            job = await asyncio.to_thread(appliance.start_update, request, "api")
+        except UpdateConflictError as exc:  # one is running, or no A/B slots here
+            return _error(409, exc.what, exc.where, exc.hint)
+        return JSONResponse(job, 202, headers={"Location": "/v1/system/update"})
+
+    @app.get("/v1/system/update", tags=["system"], dependencies=authorised, responses=ERRORS)
+    async def update_state() -> dict[str, Any]:
+        """The current or last update job (state, percent, message, error) since the start, and
+        what became of the update before the last reboot (installed or rolled back)."""
+        return appliance.update_report()
+
+    @app.get(
+        "/v1/system/slots",
+        tags=["system"],
+        dependencies=authorised,
+        responses={**ERRORS, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    )
+    async def slots() -> Any:
+        """The A/B slots as RAUC and U-Boot see them: booted, next boot, attempts left (409 on
+        a system without A/B slots, 503 when RAUC does not answer)."""
+        try:
+            return await asyncio.to_thread(appliance.slots_report)
+        except UpdateConflictError as exc:
+            return _error(409, exc.what, exc.where, exc.hint)
 
 
 async def _read_upload(

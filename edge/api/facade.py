@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from edge.camera.inspection import CameraInspection
     from edge.config.model import MoltbotConfig
     from edge.inference.service import Prediction
+    from edge.update.request import UpdateRequest
 
 
 class ApplianceFacade(Protocol):
@@ -41,3 +42,9 @@ class ApplianceFacade(Protocol):
     def models_report(self) -> dict[str, Any]: ...
 
     def outbox_report(self, peek: int, after: int = 0) -> dict[str, Any]: ...
+
+    def start_update(self, request: UpdateRequest, requested_by: str) -> dict[str, Any]: ...
+
+    def update_report(self) -> dict[str, Any]: ...
+
+    def slots_report(self) -> dict[str, Any]: ...

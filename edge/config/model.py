@@ -225,7 +225,9 @@ class VoiceSettings(Section):
 
 
 def _default_priorities() -> dict[str, int]:
-    return {"defect": 30, "voice": 20, "status": 10, "telemetry": 0}
+    # update: a handful per update (progress, then installed or rolled back); the one that says a
+    # slot was rolled back must outlive a full outbox, and they are too few to crowd out defects.
+    return {"update": 40, "defect": 30, "voice": 20, "status": 10, "telemetry": 0}
 
 
 class CacheSettings(Section):
@@ -368,6 +370,61 @@ class SystemSettings(Section):
     )
 
 
+class UpdateSettings(Section):
+    """Over-the-air A/B updates of the root file system (RAUC bundles, U-Boot boot counting)."""
+
+    dir: Path | None = Field(
+        None,
+        description="Downloaded bundles and the update state (pending.json, last-boot.json). "
+        "Unset: {device.data_dir}/updates.",
+    )
+    free_space_margin_mb: int = Field(
+        64,
+        ge=0,
+        le=1 << 20,
+        description="Free space left on the data partition beyond the bundle; less: refused.",
+    )
+    download_attempts: int = Field(
+        6,
+        ge=1,
+        le=100,
+        description="Tries in a row without a new byte before a download gives up (a try that "
+        "brings bytes resets the count; the partial file is resumed).",
+    )
+    download_timeout_s: float = Field(
+        30.0, gt=0.0, le=600.0, description="Network timeout of each download request."
+    )
+    install_timeout_s: float = Field(
+        3600.0, gt=0.0, description="Longest `rauc install` before it is stopped."
+    )
+    boot_attempts: int = Field(
+        3,
+        ge=1,
+        le=15,
+        description="Boot attempts U-Boot gives a slot (the image's boot script); fewer left "
+        "means the booted slot is on trial.",
+    )
+    health_gate_deadline_s: float = Field(
+        600.0,
+        gt=0.0,
+        le=1500.0,
+        description="moltbot-confirm-boot: how long the checks may take to pass before the "
+        "slot on trial is marked bad and the device reboots into the other one.",
+    )
+    rauc_system_conf: Path | None = Field(
+        None,
+        description="RAUC's system.conf. Unset: RAUC's default (/etc/rauc/system.conf); no such "
+        "file means no A/B slots (confirm-boot does nothing).",
+    )
+    reboot_delay_s: float = Field(
+        30.0,
+        ge=0.0,
+        le=3600.0,
+        description="Before rebooting into an installed update: the longest wait for the "
+        "inference or capture in flight to finish.",
+    )
+
+
 @dataclass(frozen=True)
 class ResolvedPaths:
     """Every path the runtime writes to, with defaults under the data dir filled in."""
@@ -377,6 +434,7 @@ class ResolvedPaths:
     engine_cache_dir: Path
     outbox_dir: Path
     vosk_model_dir: Path
+    updates_dir: Path
 
 
 class MoltbotConfig(Section):
@@ -392,6 +450,7 @@ class MoltbotConfig(Section):
     api: ApiSettings = Field(default_factory=ApiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     system: SystemSettings = Field(default_factory=SystemSettings)
+    updates: UpdateSettings = Field(default_factory=UpdateSettings)
 
     def paths(self) -> ResolvedPaths:
         data_dir = self.device.data_dir
@@ -401,4 +460,5 @@ class MoltbotConfig(Section):
             engine_cache_dir=self.inference.engine_cache_dir or data_dir / "engines",
             outbox_dir=self.cache.dir or data_dir / "outbox",
             vosk_model_dir=self.voice.model_dir or data_dir / "vosk-model",
+            updates_dir=self.updates.dir or data_dir / "updates",
         )

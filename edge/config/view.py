@@ -45,6 +45,7 @@ def effective_rows(loaded: LoadedConfig) -> list[SettingRow]:
         "inference.engine_cache_dir": paths.engine_cache_dir,
         "cache.dir": paths.outbox_dir,
         "voice.model_dir": paths.vosk_model_dir,
+        "updates.dir": paths.updates_dir,
     }
     return [
         SettingRow(row.key, str(derived[row.key]), DERIVED_FROM_DATA_DIR)

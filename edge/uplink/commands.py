@@ -2,7 +2,9 @@
 
 A handler takes the decoded JSON object and returns a reply object (published as a ``status``
 event) or raises ``MoltbotError``. Nothing a broker sends can crash the uplink: every failure
-becomes an ``error`` event through the outbox.
+becomes an ``error`` event through the outbox. Handlers run on the uplink's thread, so one that
+takes long starts its work elsewhere and answers at once: ``update`` (registered by the
+appliance) replies with its job, whose progress follows as ``update`` events.
 """
 
 from __future__ import annotations

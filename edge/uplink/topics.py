@@ -2,13 +2,15 @@
 
 | topic | what | retained | QoS |
 |---|---|---|---|
-| ``{prefix}/{site}/{device}/{kind}`` | events: ``defect``, ``voice``, ``telemetry``, ``error``, … (JSON envelope) | no | 1 |
+| ``{prefix}/{site}/{device}/{kind}`` | events: ``defect``, ``voice``, ``telemetry``, ``error``, ``update``, … (JSON envelope) | no | 1 |
 | ``{prefix}/{site}/{device}/status`` | availability: ``online`` / ``offline`` (last will) | yes | 1 |
 | ``{prefix}/{site}/{device}/status/report`` | events of kind ``status`` (JSON envelope) | no | 1 |
 | ``{prefix}/{site}/{device}/cmd/{name}`` | commands to the device (JSON object) | no | 1 |
 
 Events of kind ``status`` go one level down so that ``…/status`` keeps only the retained
-availability string that dashboards and broker bridges watch.
+availability string that dashboards and broker bridges watch. Events of kind ``update`` report an
+over-the-air update: its job's progress (``cmd/update``, ``POST /v1/system/update``) and, after
+the reboot, whether it was installed or rolled back.
 """  # noqa: E501
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from edge import __version__
 from edge.api.app import create_app
 from edge.service import Appliance
 from tests.conftest import ConfigFactory
@@ -54,7 +55,11 @@ def png(tmp_path: Path, label: str) -> bytes:
 
 
 def test_health_and_readiness_are_open(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {
+        "status": "ok",
+        "version": __version__,
+        "release": None,
+    }
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"]["model"] == "defect@1"

@@ -78,9 +78,9 @@ def partition_bytes(image: Path, index: int, target: Path) -> Path:
 @pytest.fixture(scope="session")
 def partitions(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("partitions")
-    return {
+    return {  # index 2 is root slot B: empty in a fresh image
         name: partition_bytes(built_image, index, folder / f"{name}.img")
-        for index, name in enumerate(("boot", "root", "data"))
+        for index, name in ((0, "boot"), (1, "root"), (3, "data"))
     }
 
 
@@ -105,6 +105,7 @@ def test_outputs_are_complete_and_their_checksums_match(built_image: Path) -> No
         "sbom.cdx.json",
         "SHA256SUMS",
         "build-report.json",
+        built_image.with_suffix(".raucb").name,
     ):
         assert (out / name).is_file(), name
     subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=out, check=True)
@@ -130,56 +131,107 @@ def test_partition_table_and_file_systems_are_clean(
 ) -> None:
     table = read_table(built_image)
     assert table["label"] == "dos"
-    assert [p["type"] for p in table["partitions"]] == ["c", "83", "83"]
+    assert [p["type"] for p in table["partitions"]] == ["c", "83", "83", "83"]
     subprocess.run(["fsck.vfat", "-n", str(partitions["boot"])], check=True, capture_output=True)
     for name in ("root", "data"):
         subprocess.run(["e2fsck", "-fn", str(partitions[name])], check=True, capture_output=True)
 
 
-def test_boot_partition_boots_the_images_kernel_from_the_real_root_partuuid(
-    built_image: Path, partitions: dict[str, Path]
+def test_boot_partition_starts_u_boot_whose_script_picks_a_root_slot(
+    built_image: Path, partitions: dict[str, Path], tmp_path: Path
 ) -> None:
-    table = read_table(built_image)
-    root_partuuid = f"{str(table['id']).removeprefix('0x')}-02"
-    cmdline = mtype(partitions["boot"], "cmdline.txt")
-    assert f"root=PARTUUID={root_partuuid}" in cmdline
+    from images.uboot_script import STATE_FILE, decode_environment
+
     config = mtype(partitions["boot"], "config.txt")
     assert "arm_64bit=1" in config
+    assert re.search(r"^kernel=u-boot.bin$", config, re.MULTILINE)
+    assert "initramfs" not in config  # the initrd comes from the slot
     listing = subprocess.run(
         ["mdir", "-b", "-i", str(partitions["boot"]), "::"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    kernel = re.search(r"^kernel=(\S+)", config, re.MULTILINE)
-    initrd = re.search(r"^initramfs (\S+)", config, re.MULTILINE)
-    assert kernel and initrd
-    for name in (
-        "start4.elf",
-        "fixup4.dat",
-        "bcm2711-rpi-4-b.dtb",
-        kernel.group(1),
-        initrd.group(1),
-    ):
+    for name in ("start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb", "u-boot.bin", "boot.scr"):
         assert f"::/{name}" in listing, name
+    assert "vmlinuz" not in listing and "initrd.img" not in listing  # kernels live in the slots
+    state = tmp_path / STATE_FILE
+    subprocess.run(
+        ["mcopy", "-i", str(partitions["boot"]), f"::{STATE_FILE}", str(state)], check=True
+    )
+    assert decode_environment(state.read_bytes()) == {
+        "BOOT_ORDER": "A B",
+        "BOOT_A_LEFT": "3",
+        "BOOT_B_LEFT": "3",
+    }
     fstab = debugfs_cat(partitions["root"], "/etc/fstab").decode()
-    assert f"PARTUUID={root_partuuid}  /  ext4" in fstab
+    assert "/dev/root  /  ext4" in fstab  # whichever slot U-Boot booted
     assert "/var/lib/moltbot  ext4" in fstab
+    boot_listing = debugfs_ls(partitions["root"], "/boot")
+    assert "vmlinuz" in boot_listing and "initrd.img" in boot_listing
+
+
+def test_each_slot_trusts_only_the_update_ca_and_knows_both_slots(
+    built_image: Path, partitions: dict[str, Path]
+) -> None:
+    from images.rootfs import default_cache_dir
+
+    table = read_table(built_image)
+    disk_id = str(table["id"]).removeprefix("0x")
+    conf = debugfs_cat(partitions["root"], "/etc/rauc/system.conf").decode()
+    manifest = json.loads((built_image.parent / "manifest.json").read_text())
+    assert f"compatible={manifest['update']['compatible']}" in conf
+    assert "bootloader=uboot" in conf
+    assert f"device=/dev/disk/by-partuuid/{disk_id}-02" in conf
+    assert f"device=/dev/disk/by-partuuid/{disk_id}-03" in conf
+    keyring = debugfs_cat(partitions["root"], "/etc/rauc/keyring.pem")
+    assert keyring == (default_cache_dir() / "update-keys" / "ca.cert.pem").read_bytes()
+    assert b"PRIVATE KEY" not in keyring
+    assert sorted(debugfs_ls(partitions["root"], "/etc/rauc")) == sorted(
+        [".", "..", "system.conf", "keyring.pem"]
+    )
+    fw_env = debugfs_cat(partitions["root"], "/etc/fw_env.config").decode()
+    assert "/boot/firmware/rauc-state.env" in fw_env
+
+
+def test_update_bundle_is_signed_and_holds_exactly_the_images_root_file_system(
+    built_image: Path, partitions: dict[str, Path]
+) -> None:
+    from edge.files import sha256_file
+    from images.rootfs import default_cache_dir
+    from images.update_bundle import inspect_bundle
+
+    manifest = json.loads((built_image.parent / "manifest.json").read_text())
+    bundle = built_image.parent / manifest["update"]["bundle"]
+    info = inspect_bundle(
+        bundle,
+        keyring=default_cache_dir() / "update-keys" / "ca.cert.pem",
+        compatible=manifest["update"]["compatible"],
+    )
+    assert info.version == manifest["update"]["version"]
+    assert info.format == "verity"
+    (rootfs,) = info.images
+    assert rootfs.sha256 == sha256_file(partitions["root"])
+    assert bundle.name in (built_image.parent / "SHA256SUMS").read_text()
 
 
 def test_application_stage_is_identical_from_two_build_directories(
     built_image: Path, tmp_path: Path
 ) -> None:
     """The venv (scripts, RECORDs, .pyc, metadata) built twice, at different depths and in
-    different folders, compared file by file: the first difference is named."""
+    different folders, once with its dependency layer built fresh and once from the cache,
+    compared file by file: the first difference is named."""
     from images.app import install_application
     from images.build import tree_digest
     from images.rootfs import default_cache_dir
 
+    fresh_cache = tmp_path / "fresh-cache" / "wheels"
+    shutil.copytree(default_cache_dir() / "wheels", fresh_cache)
     roots = [tmp_path / "one" / "root", tmp_path / "two" / "deeper" / "root"]
-    for root in roots:
+    for root, wheelhouse in zip(roots, (fresh_cache, default_cache_dir() / "wheels"), strict=True):
         root.mkdir(parents=True)
-        install_application(root, default_cache_dir() / "wheels")
+        install_application(root, wheelhouse)
+    assert len(list((fresh_cache.parent / "app-deps").iterdir())) == 1
     first, second = ({p.relative_to(r): p for p in sorted(r.rglob("*"))} for r in roots)
     assert first.keys() == second.keys(), sorted(set(first) ^ set(second))[:5]
     for relative, path in first.items():
@@ -220,10 +272,27 @@ def boot_file(partition: Path, name: str, target: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def initrd(partitions: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    config = mtype(partitions["boot"], "config.txt")
-    name = re.search(r"^initramfs (\S+)", config, re.MULTILINE)
-    assert name, config
-    return boot_file(partitions["boot"], name.group(1), tmp_path_factory.mktemp("initrd") / "i")
+    """The initrd U-Boot boots: slot A's /boot/initrd.img (a link to the versioned file)."""
+    target = tmp_path_factory.mktemp("initrd") / "i"
+    name = debugfs_link(partitions["root"], "/boot/initrd.img")
+    subprocess.run(
+        ["debugfs", "-R", f"dump /boot/{name} {target}", str(partitions["root"])],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def debugfs_link(partition: Path, path: str) -> str:
+    stat = subprocess.run(
+        ["debugfs", "-R", f"stat {path}", str(partition)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = re.search(r'Fast link dest: "([^"]+)"', stat)
+    assert found, stat
+    return found.group(1)
 
 
 def test_initramfs_is_zstd_and_holds_fsck_for_the_ext4_root(initrd: Path) -> None:
@@ -268,6 +337,39 @@ def test_build_report_lists_the_boot_path_it_checked(built_image: Path) -> None:
     pi4 = checked["bcm2711-rpi-4-b.dtb"]
     assert pi4["compression"] == "zstd"
     assert any(line.startswith("initramfs") and "/sd_vcc_reg" in line for line in pi4["drivers"])
+
+
+def debugfs_ls(partition: Path, path: str) -> list[str]:
+    listing = subprocess.run(
+        ["debugfs", "-R", f"ls -p {path}", str(partition)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split("/")[5] for line in listing.splitlines() if line.count("/") >= 6]
+
+
+def test_root_file_system_is_slimmed_but_keeps_licences_and_the_boot_drivers(
+    built_image: Path, partitions: dict[str, Path]
+) -> None:
+    report = json.loads((built_image.parent / "build-report.json").read_text())
+    sizes = report["sizes_bytes"]
+    assert sizes["slimmed_docs"] > 5 * 2**20
+    assert sizes["slimmed_locales"] > 5 * 2**20
+    assert sizes["slimmed_kernel_modules"] > 20 * 2**20
+    largest = report["largest_directories_bytes"]["root"]
+    assert "usr/lib/modules" in largest and "opt/moltbot/venv" in largest
+    root = partitions["root"]
+    assert set(debugfs_ls(root, "/usr/share/doc/systemd")) <= {".", "..", "copyright"}
+    assert "copyright" in debugfs_ls(root, "/usr/share/doc/systemd")
+    assert set(debugfs_ls(root, "/usr/share/locale")) <= {".", "..", "locale.alias"}
+    excludes = debugfs_cat(root, "/etc/dpkg/dpkg.cfg.d/moltbot-slim-docs").decode()
+    assert "path-include=/usr/share/doc/*/copyright" in excludes
+    version = next(name for name in debugfs_ls(root, "/usr/lib/modules") if name not in (".", ".."))
+    modules_dep = debugfs_cat(root, f"/usr/lib/modules/{version}/modules.dep").decode()
+    assert "amdgpu.ko" not in modules_dep and "mlx5_core.ko" not in modules_dep
+    assert "brcmfmac.ko" in modules_dep and "genet/genet.ko" in modules_dep
+    assert "sdhci-iproc.ko" in modules_dep
 
 
 def test_manifest_sha256s_match_the_files_inside_the_image(
@@ -422,6 +524,9 @@ def check_a_power_cut_is_survived(boot: QemuBoot, tmp_path: Path) -> None:
         assert "fsck from util-linux" in check, check
         assert "recovering journal" in check, check
         assert "MOLTBOT-SELFTEST: ok reference inference" in console
+        # the first boot's health gate marked slot A good through RAUC and fw_setenv: U-Boot
+        # read the refilled counter from the FAT state file
+        assert "moltbot-boot: BOOT_ORDER=[A B] BOOT_A_LEFT=3 BOOT_B_LEFT=3" in console
     finally:
         again.stop()
         keep_console(again, "last-boot-after-power-cut.log")
@@ -438,6 +543,9 @@ def test_image_boots_serves_health_passes_its_selftest_and_publishes_to_the_host
         assert "MOLTBOT-SELFTEST: ok system: running" in console  # booted, no failed unit
         assert "line3-press login:" in console, "the site file's host name was not applied"
         assert "fsck not present" not in console
+        assert "moltbot-boot: booting slot A: root=PARTUUID=" in console  # U-Boot's boot.scr
+        assert "rauc.slot=A" in console
+        assert boot.wait_for(r"marked slot rootfs\.0 as good", 300), "confirm-boot never ran"
         assert "Will now check root file system" in console  # the initramfs checks the root
         data_mib = re.search(r"ok storage: /var/lib/moltbot (\d+) MiB", console)
         assert data_mib and int(data_mib.group(1)) > 1400, "first boot did not grow the data fs"

@@ -13,7 +13,14 @@ import pytest
 
 from edge.errors import ConfigError
 from images.configure import configure_batch, configure_image, read_site
-from images.disk import assemble, build_ext4, build_vfat, plan_layout, read_table
+from images.disk import (
+    assemble,
+    build_ext4,
+    build_vfat,
+    copy_data_ranges,
+    plan_layout,
+    read_table,
+)
 from images.recipe import RecipeError, load_recipe, recipe_hash
 
 pytestmark = pytest.mark.image
@@ -49,8 +56,8 @@ def test_disk_has_the_planned_table_and_clean_file_systems(tmp_path: Path) -> No
     assert table["label"] == "dos"
     assert table["id"] == f"0x{layout.disk_id:08x}"  # type: ignore[attr-defined]
     types = [p["type"] for p in table["partitions"]]  # type: ignore[index]
-    assert types == ["c", "83", "83"]
-    for name, part in (("boot", 0), ("root", 1), ("data", 2)):
+    assert types == ["c", "83", "83", "83"]
+    for name, part in (("boot", 0), ("root", 1), ("root_b", 2), ("data", 3)):
         entry = table["partitions"][part]  # type: ignore[index]
         planned = layout.partition(name)  # type: ignore[attr-defined]
         assert entry["start"] * 512 == planned.start_mib * 1024 * 1024
@@ -188,3 +195,43 @@ def test_outputs_carry_every_component_and_a_valid_cyclonedx_sbom(tmp_path: Path
     sbom = (tmp_path / "sbom.cdx.json").read_text()
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(sbom) is None
     assert len(json.loads(sbom)["components"]) == 5
+
+
+def test_assembled_disk_holds_each_partition_byte_for_byte_and_stays_sparse(
+    tmp_path: Path,
+) -> None:
+    disk, layout = small_disk(tmp_path)
+    with disk.open("rb") as stream:
+        for name in ("boot", "root", "data"):  # root_b ships empty
+            part = tmp_path / f"{name}.img"
+            stream.seek(layout.partition(name).start_mib * 1024 * 1024)  # type: ignore[attr-defined]
+            assert stream.read(part.stat().st_size) == part.read_bytes(), name
+    allocated = disk.stat().st_blocks * 512
+    files = sum(
+        (tmp_path / f"{name}.img").stat().st_blocks * 512 for name in ("boot", "root", "data")
+    )
+    assert allocated <= files + 1024 * 1024, (allocated, files)
+    assert allocated < disk.stat().st_size // 2
+    slot_b = layout.partition("root_b")  # type: ignore[attr-defined]
+    with disk.open("rb") as stream:
+        stream.seek(slot_b.start_mib * 1024 * 1024)
+        assert stream.read(slot_b.size_mib * 1024 * 1024) == bytes(slot_b.size_mib * 1024 * 1024)
+
+
+def test_copy_keeps_holes_between_data_runs(tmp_path: Path) -> None:
+    source = tmp_path / "holey.part"
+    with source.open("wb") as stream:
+        stream.truncate(8 * 1024 * 1024)
+        stream.seek(4096)
+        stream.write(b"a" * 4096)
+        stream.seek(5 * 1024 * 1024)
+        stream.write(b"b" * 10_000)
+    target = tmp_path / "disk"
+    with target.open("wb") as stream:
+        stream.truncate(16 * 1024 * 1024)
+    with target.open("r+b") as stream:
+        copy_data_ranges(source, stream.fileno(), 1024 * 1024)
+    data = target.read_bytes()
+    assert data[1024 * 1024 : 9 * 1024 * 1024] == source.read_bytes()
+    assert data[: 1024 * 1024] == bytes(1024 * 1024)
+    assert target.stat().st_blocks * 512 <= 64 * 1024

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from edge import wiring
+from edge import __version__, wiring
 from tests.integration.uplink_rig import collecting, wait_until
 from tests.support.models import installed_registry, write_frames
 from tests.support.mosquitto import MosquittoBroker, free_port
@@ -87,7 +87,11 @@ def appliance(
 
 
 def test_health_readiness_and_auth_over_http(appliance: RunningAppliance) -> None:
-    assert appliance.get("/healthz").json() == {"status": "ok"}
+    assert appliance.get("/healthz").json() == {
+        "status": "ok",
+        "version": __version__,
+        "release": None,
+    }
     ready = appliance.get("/readyz").json()
     assert ready["ready"] is True
     assert ready["checks"]["model"] == "defect@1"

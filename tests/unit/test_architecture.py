@@ -14,13 +14,33 @@ REPO = Path(__file__).resolve().parents[2]
 # Runtime layers, lowest first. A part may import its own layer and the layers below it.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset(
-        {"edge", "errors", "files", "log_format", "cpu", "systemd", "config", "board", "identity"}
+        {
+            "edge",
+            "errors",
+            "files",
+            "log_format",
+            "cpu",
+            "systemd",
+            "config",
+            "board",
+            "identity",
+            "release",
+        }
     ),
-    frozenset({"outbox", "inference", "voice"}),
+    frozenset({"outbox", "inference", "voice", "update"}),
     frozenset({"uplink", "triggers", "camera"}),
     frozenset({"wiring"}),
     frozenset(
-        {"service", "operations", "voice_actions", "api", "doctor", "selftest", "system_setup"}
+        {
+            "service",
+            "operations",
+            "voice_actions",
+            "api",
+            "doctor",
+            "selftest",
+            "system_setup",
+            "update_jobs",
+        }
     ),
     frozenset({"cli"}),
 )

@@ -76,10 +76,11 @@ def test_default_recipe_gets_a_key_only_admin_and_a_pi_layout() -> None:
     assert built.source_date_epoch is None  # only a pinned snapshot makes mmdebstrap repeatable
 
 
-def test_fstab_mounts_root_boot_and_data_by_partuuid() -> None:
+def test_fstab_mounts_the_booted_slot_as_root_and_boot_and_data_by_partuuid() -> None:
     layout = plan_layout("seed", 256, 2048, 1024)
     text = fstab(layout)
-    assert f"PARTUUID={layout.partuuid('root')}  /  ext4" in text
+    assert "/dev/root  /  ext4" in text  # slot A or B: the kernel's root= says which
+    assert layout.partuuid("root") not in text and layout.partuuid("root_b") not in text
     assert f"PARTUUID={layout.partuuid('boot')}  /boot/firmware  vfat" in text
     assert "umask=0027" in text  # the site file holds secrets
     assert f"PARTUUID={layout.partuuid('data')}  /var/lib/moltbot  ext4" in text

@@ -33,7 +33,14 @@ def test_unit_runs_unprivileged_hardened_with_notify_and_watchdog() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["moltbot.service", "moltbot-setup.service", "moltbot-selftest.service"]
+    "name",
+    [
+        "moltbot.service",
+        "moltbot-setup.service",
+        "moltbot-selftest.service",
+        "moltbot-confirm-boot.service",
+        "moltbot-reboot.service",
+    ],
 )
 def test_systemd_analyze_verify_passes(tmp_path: Path, name: str) -> None:
     analyze = shutil.which("systemd-analyze")
@@ -66,3 +73,29 @@ def test_setup_runs_before_the_appliance_ssh_and_networking() -> None:
     parser.read(UNITS / "moltbot-setup.service")
     before = parser["Unit"]["Before"].split()
     assert {"moltbot.service", "ssh.service", "systemd-networkd.service"} <= set(before)
+
+
+def test_the_reboot_path_unit_watches_the_file_the_appliance_writes(tmp_path: Path) -> None:
+    from edge.update.install import REBOOT_REQUEST, request_reboot
+
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNITS / "moltbot-reboot.path")
+    watched = Path(parser["Path"]["PathExists"])
+    assert watched == Path("/var/lib/moltbot/updates") / REBOOT_REQUEST
+    assert parser["Path"]["Unit"] == "moltbot-reboot.service"
+    service = (UNITS / "moltbot-reboot.service").read_text()
+    assert f"rm -f {watched}" in service  # asked once, rebooted once
+    request_reboot(tmp_path / "updates")
+    assert [p.name for p in (tmp_path / "updates").iterdir()] == [REBOOT_REQUEST]
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None
+    for name in ("moltbot-reboot.path", "moltbot-reboot.service"):
+        (tmp_path / name).write_text((UNITS / name).read_text())
+    result = subprocess.run(
+        [analyze, "verify", str(tmp_path / "moltbot-reboot.path")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -55,7 +55,7 @@ LAST_EVENT_ID = "Last Decision/Event Id"
 COUNT_PREFIX = "Count/"
 EVENT_PREFIX = "Events/"
 COMMAND_PREFIX = "Command/"
-STANDARD_EVENT_KINDS = ("voice", "status", "error", "telemetry")
+STANDARD_EVENT_KINDS = ("voice", "status", "error", "telemetry", "update")
 
 
 def encode(metrics: list[Metric], *, timestamp_ms: int, seq: int | None) -> bytes:
