@@ -145,6 +145,12 @@ def pulse_microphone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: 
     microphone = PulseMicrophone(tmp_path / "pulse-runtime")
     microphone.start()
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(microphone.runtime_dir))
+    # PortAudio lists devices once, when it initialises: a test earlier in this process (an
+    # API readiness probe) may have done so before this PulseAudio server existed.
+    import sounddevice
+
+    sounddevice._terminate()
+    sounddevice._initialize()
     yield microphone
     microphone.stop()
 
