@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import platform
+import sys
 from dataclasses import dataclass
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edge.config.model import InferenceBackend
 from edge.errors import BoardProfileError
 from edge.files import load_data_file
+
+if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+else:  # Python 3.10 (JetPack 6's system Python)
+    from importlib.abc import Traversable
 
 logger = logging.getLogger(__name__)
 

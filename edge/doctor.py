@@ -8,12 +8,13 @@ it. ``fail`` means something the config needs is missing (the command exits non-
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from edge.config.model import InferenceBackend, MoltbotConfig
 from edge.cpu import cpu_features
 from edge.errors import BoardProfileError, MoltbotError
 from edge.files import sha256_file
+from edge.text_enum import TextEnum
 from edge.voice.intent_sets import resolve_intents
 from edge.voice.recognizer import VOSK_MODEL_MARKERS
 
@@ -37,7 +39,7 @@ MIN_FREE_BYTES_WARN = 512 * 1024 * 1024
 MAX_MODEL_FILES_LISTED = 20
 
 
-class Status(StrEnum):
+class Status(TextEnum):
     OK = "ok"
     WARN = "warn"
     FAIL = "fail"
@@ -198,8 +200,71 @@ def check_tensorrt(context: DoctorContext) -> CheckResult:
         "tensorrt",
         Status.FAIL if backend == "tensorrt" else Status.WARN,
         detail,
-        "on a Jetson, install JetPack's python3-libnvinfer and pycuda; "
+        "on a Jetson, install JetPack's python3-libnvinfer (the `jetpack` check lists what is "
+        "missing) and pycuda; "
         "with backend auto the next backend in the board's order serves meanwhile",
+    )
+
+
+# JetPack's runtime pieces: (name, shared library, what to install when it is missing).
+JETPACK_LIBRARIES: tuple[tuple[str, str, str], ...] = (
+    ("CUDA", "libcudart.so.*", "cuda-cudart-12-6 (JetPack 6) or cuda-cudart-11-4 (JetPack 5)"),
+    ("cuDNN", "libcudnn.so.*", "libcudnn9-cuda-12 (JetPack 6) or libcudnn8 (JetPack 5)"),
+    ("TensorRT", "libnvinfer.so.*", "libnvinfer10 (JetPack 6) or libnvinfer8 (JetPack 5)"),
+)
+JETPACK_LIBRARY_DIRS = (
+    "usr/lib/aarch64-linux-gnu",
+    "usr/local/cuda/lib64",
+    "usr/local/cuda/targets/aarch64-linux/lib",
+)
+
+
+def jetpack_components(root: Path) -> dict[str, str | None]:
+    """Which of JetPack's CUDA runtime, cuDNN and TensorRT libraries are under ``root``, each
+    with the version its file name carries (``libcudart.so.12.6.68`` → 12.6.68), or None."""
+    found: dict[str, str | None] = {}
+    for name, pattern, _ in JETPACK_LIBRARIES:
+        files = sorted(f.name for d in JETPACK_LIBRARY_DIRS for f in (root / d).glob(pattern))
+        longest = max(files, key=len, default=None)
+        found[name] = longest.partition(".so.")[2] if longest else None
+    return found
+
+
+def _tensorrt_bindings() -> str | None:
+    """The TensorRT Python bindings' version, if this interpreter finds them (a venv on the
+    system Python with --system-site-packages sees JetPack's python3-libnvinfer)."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return None
+    try:
+        return importlib.metadata.version("tensorrt")
+    except importlib.metadata.PackageNotFoundError:
+        return "present"
+
+
+def check_jetpack(context: DoctorContext) -> CheckResult:
+    """On a Jetson: which of CUDA, cuDNN, TensorRT and its Python bindings are installed."""
+    profile = _profile(context)
+    if profile is None or profile.l4t is None:
+        return CheckResult("jetpack", Status.SKIP, "not a Jetson")
+    found = jetpack_components(context.root)
+    found["TensorRT Python bindings"] = _tensorrt_bindings()
+    detail = ", ".join(f"{name} {version or 'missing'}" for name, version in found.items())
+    fixes = [fix for name, _, fix in JETPACK_LIBRARIES if found[name] is None]
+    if found["TensorRT Python bindings"] is None:
+        fixes.append(
+            "python3-libnvinfer, and make /opt/moltbot/venv on the system Python with "
+            "--system-site-packages"
+        )
+    if not fixes:
+        return CheckResult("jetpack", Status.OK, detail, data={"found": found})
+    backend = context.config.inference.backend
+    return CheckResult(
+        "jetpack",
+        Status.FAIL if backend == "tensorrt" else Status.WARN,
+        detail,
+        f"from NVIDIA's L4T apt source (JetPack {profile.l4t.jetpack}): sudo apt-get install "
+        + "; ".join(fixes),
+        data={"found": found},
     )
 
 
@@ -405,6 +470,7 @@ def check_camera(context: DoctorContext) -> CheckResult:
 CHECKS: tuple[Callable[[DoctorContext], CheckResult], ...] = (
     check_cpu,
     check_onnxruntime,
+    check_jetpack,
     check_tensorrt,
     check_inference_backend,
     check_audio,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from importlib.resources.abc import Traversable
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edge.errors import MoltbotError
+
+if sys.version_info >= (3, 11):
+    from importlib.resources.abc import Traversable
+else:  # Python 3.10 (JetPack 6's system Python)
+    from importlib.abc import Traversable
 
 Model = TypeVar("Model", bound=BaseModel)
 DataPath = Path | Traversable

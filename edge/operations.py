@@ -156,7 +156,7 @@ class ApplianceOperations:
         page = messages[:peek]
         return {
             "stats": asdict(stats),
-            "messages": [asdict(m) for m in page],
+            "messages": [m.to_json() for m in page],
             "next_after": page[-1].seq if more else None,
         }
 

@@ -17,11 +17,11 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.errors import MoltbotError
+from edge.text_enum import TextEnum
 from edge.update.confirm import NO_SLOTS, RAUC_SYSTEM_CONFS, rauc_system_conf
 from edge.update.download import RetryPolicy
 from edge.update.errors import NoSlotsError, UpdateBusyError
@@ -42,7 +42,7 @@ SERVICE_CHECK_S = 30.0
 SYSTEM_CHECK_S = 60.0
 
 
-class JobState(StrEnum):
+class JobState(TextEnum):
     QUEUED = "queued"
     DOWNLOADING = "downloading"
     VERIFYING = "verifying"

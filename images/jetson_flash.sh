@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Moltbot Edge: flash this bundle's root file system to a Jetson's internal eMMC with NVIDIA's
-# own tools, from YOUR Linux_for_Tegra BSP directory (NVIDIA's licence forbids shipping it).
+# Moltbot Edge: install the appliance into YOUR Linux_for_Tegra BSP's own Ubuntu sample root
+# file system and flash it to a Jetson's internal eMMC with NVIDIA's tools (NVIDIA's licence
+# forbids shipping the BSP, CUDA or TensorRT).
 #
 #   sudo ./flash.sh /path/to/Linux_for_Tegra            # checks, asks, then flashes
 #   ./flash.sh /path/to/Linux_for_Tegra --check-only    # every check, touches nothing
 #   sudo ./flash.sh /path/to/Linux_for_Tegra --yes      # no question (re-runs are safe)
 #
 # Before it touches anything it checks: the BSP's files, its Jetson Linux release against the
-# recipe's, the board in recovery mode on USB, free space, and that rootfs + data + models fit
-# the board's eMMC. Every run is logged beside this script (USB flashing fails now and then:
+# recipe's, that rootfs/ holds NVIDIA's sample root file system of the Ubuntu release the recipe
+# expects, that arm64 programs can run here (qemu-user-static), the board in recovery mode on
+# USB, free space, and that the rootfs + JetPack packages + appliance + data + models fit the
+# board's eMMC. Every run is logged beside this script (USB flashing fails now and then:
 # put the board back in recovery mode and run it again).
 set -euo pipefail
 
@@ -37,7 +40,7 @@ done
 
 log="$here/flash-$(date -u +%Y%m%dT%H%M%SZ).log"
 exec > >(tee -a "$log") 2>&1
-echo "== moltbot flash: $BUNDLE_NAME for $BOARD ($BOARD_CONFIG), Jetson Linux R$L4T_RELEASE; log: $log"
+echo "== moltbot flash: $BUNDLE_NAME for $BOARD ($BOARD_CONFIG), Jetson Linux R$L4T_VERSION (JetPack $JETPACK, Ubuntu $UBUNTU); log: $log"
 
 problems=()
 problem() { problems+=("$1"); echo "  ✗ $1"; }
@@ -54,7 +57,7 @@ else
 
     # 2. Its release must be the one the recipe was built for (R35 = JetPack 5, R36 = JetPack 6).
     found=""
-    core=$(ls "$bsp"/nv_tegra/l4t_deb_packages/nvidia-l4t-core_*_arm64.deb 2>/dev/null | head -n 1 || true)
+    core=$(find "$bsp/nv_tegra/l4t_deb_packages" -maxdepth 1 -name 'nvidia-l4t-core_*_arm64.deb' 2>/dev/null | sort | head -n 1 || true)
     if [ -n "$core" ]; then
         found=$(basename "$core" | sed -E 's/^nvidia-l4t-core_([0-9]+)\..*/\1/')
     elif [ -f "$bsp/rootfs/etc/nv_tegra_release" ]; then
@@ -67,9 +70,37 @@ else
     else
         ok "BSP release R$found matches the recipe"
     fi
+
+    # 3. NVIDIA's sample root file system, of the Ubuntu release this JetPack is built on: the
+    #    appliance is installed into it (its Python is the one JetPack's TensorRT bindings need).
+    sample="Tegra_Linux_Sample-Root-Filesystem_R$L4T_VERSION.*_aarch64.tbz2"
+    os_release="$bsp/rootfs/etc/os-release"
+    if [ ! -f "$os_release" ]; then
+        problem "no sample root file system in $bsp/rootfs: unpack NVIDIA's $sample into it (sudo tar xpf $sample -C $bsp/rootfs)"
+    else
+        os_id=$(sed -nE 's/^ID="?([^"]*)"?$/\1/p' "$os_release")
+        os_version=$(sed -nE 's/^VERSION_ID="?([^"]*)"?$/\1/p' "$os_release")
+        if [ "$os_id" != "ubuntu" ] || [ "$os_version" != "$UBUNTU" ]; then
+            problem "$bsp/rootfs is ${os_id:-unknown} ${os_version:-?}, but JetPack $JETPACK needs NVIDIA's Ubuntu $UBUNTU sample root file system: empty it and unpack $sample into it"
+        else
+            ok "sample root file system: Ubuntu $os_version"
+        fi
+    fi
 fi
 
-# 3. The board, in recovery mode, on USB.
+# 4. arm64 programs run here (the install step runs inside the arm64 root file system).
+case "$(uname -m)" in
+    aarch64|arm64) ok "this host runs arm64 programs natively" ;;
+    *)
+        if [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+            ok "arm64 programs run here (qemu-user-static)"
+        else
+            problem "this host cannot run arm64 programs: sudo apt-get install qemu-user-static binfmt-support"
+        fi
+        ;;
+esac
+
+# 5. The board, in recovery mode, on USB.
 lsusb_tool=${MOLTBOT_LSUSB:-lsusb}
 if ! command -v "$lsusb_tool" >/dev/null 2>&1; then
     problem "lsusb is not installed (apt-get install usbutils)"
@@ -86,29 +117,35 @@ else
     fi
 fi
 
-# 4. The bundle is intact.
+# 6. The bundle is intact.
 if (cd "$here" && sha256sum --check --quiet --ignore-missing SHA256SUMS); then
     ok "bundle checksums"
 else
     problem "bundle files do not match SHA256SUMS: copy the bundle again"
 fi
 
-# 5. Room to unpack here, and room on the board.
+# 7. Room to install and flash here, and room on the board.
+sample_mib=0
+if [ -d "$bsp/rootfs" ]; then
+    sample_mib=$(du -sm "$bsp/rootfs" 2>/dev/null | cut -f1 || true)
+    sample_mib=${sample_mib:-0}
+fi
 if [ -d "$bsp" ]; then
     free_mib=$(( $(df --output=avail -k "$bsp" | tail -n 1) / 1024 ))
-    want_mib=$(( ROOTFS_MIB * 2 + 4096 ))
+    want_mib=$(( (sample_mib + JETPACK_PACKAGES_MIB + APP_MIB) * 2 + 4096 ))
     if [ "$free_mib" -lt "$want_mib" ]; then
-        problem "only $free_mib MiB free under $bsp; unpacking and flashing need $want_mib MiB"
+        problem "only $free_mib MiB free under $bsp; installing and flashing need $want_mib MiB"
     else
-        ok "$free_mib MiB free for unpacking (need $want_mib)"
+        ok "$free_mib MiB free for installing and flashing (need $want_mib)"
     fi
 fi
+needed_mib=$(( sample_mib + JETPACK_PACKAGES_MIB + APP_MIB + DATA_MIB + MODELS_MIB ))
 emmc_mib=$(( STORAGE_GB * 1000 * 1000 * 1000 / 1048576 ))
 usable_mib=$(( emmc_mib - NVIDIA_RESERVED_MIB ))
-if [ "$NEEDED_MIB" -gt "$usable_mib" ]; then
-    problem "rootfs $ROOTFS_MIB MiB + data $DATA_MIB MiB + models $MODELS_MIB MiB = $NEEDED_MIB MiB do not fit the $STORAGE_GB GB eMMC ($usable_mib MiB after NVIDIA's boot partitions); shrink the recipe's data or models"
+if [ "$needed_mib" -gt "$usable_mib" ]; then
+    problem "sample rootfs $sample_mib MiB + JetPack packages $JETPACK_PACKAGES_MIB MiB + appliance $APP_MIB MiB + data $DATA_MIB MiB + models $MODELS_MIB MiB = $needed_mib MiB do not fit the $STORAGE_GB GB eMMC ($usable_mib MiB after NVIDIA's boot partitions); shrink the recipe's data or models"
 else
-    ok "$NEEDED_MIB MiB fit the $STORAGE_GB GB eMMC ($usable_mib MiB usable)"
+    ok "$needed_mib MiB fit the $STORAGE_GB GB eMMC ($usable_mib MiB usable)"
 fi
 
 if [ "${#problems[@]}" -gt 0 ]; then
@@ -129,12 +166,11 @@ if [ "$assume_yes" -ne 1 ]; then
     [ "$answer" = "y" ] || [ "$answer" = "Y" ] || { echo "aborted"; exit 1; }
 fi
 
-# Safe to re-run: the BSP's rootfs is replaced, not merged.
-echo "== unpacking the root file system into $bsp/rootfs"
-find "$bsp/rootfs" -mindepth 1 -maxdepth 1 ! -name README.txt -exec rm -rf {} +
-tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$here/$ROOTFS_TARBALL" -C "$bsp/rootfs"
-echo "== NVIDIA apply_binaries.sh (CUDA, TensorRT and the L4T user space from your BSP)"
+# Safe to re-run: NVIDIA's rootfs is kept; apply_binaries.sh and the install step repeat cleanly.
+echo "== NVIDIA apply_binaries.sh (the L4T user space and NVIDIA's apt source from your BSP)"
 (cd "$bsp" && ./apply_binaries.sh)
+echo "== installing the appliance into $bsp/rootfs (JetPack packages, venv, units, models)"
+"$here/install-appliance.sh" --root "$bsp/rootfs"
 echo "== NVIDIA l4t_initrd_flash.sh $BOARD_CONFIG $ROOT_DEVICE"
 if ! (cd "$bsp" && ./tools/kernel_flash/l4t_initrd_flash.sh "$BOARD_CONFIG" "$ROOT_DEVICE"); then
     echo "error: NVIDIA's flash failed (see $log). USB flashing is known to fail now and then:" >&2

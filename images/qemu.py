@@ -178,6 +178,9 @@ class QemuBoot:
             "virtio-net-pci,netdev=net0,romfile=",
             "-device",
             "virtio-rng-pci",
+            # A hardware watchdog, as the Pi's bcm2835_wdt: systemd arms it (RuntimeWatchdogSec)
+            "-device",
+            "i6300esb",
         ]
 
     def _raspi4b_argv(self, kernel: Path, initrd: Path, cmdline: str) -> list[str]:
@@ -219,12 +222,18 @@ class QemuBoot:
     def console(self) -> str:
         return self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
 
-    def wait_for(self, pattern: str, timeout_s: float) -> re.Match[str] | None:
-        """The first console match of ``pattern``; None on timeout or when QEMU exited."""
+    def mark(self) -> int:
+        """Where the console is now: ``wait_for(..., since=mark)`` looks only at what follows
+        (a guest that reboots writes every boot to the same log)."""
+        return len(self.console())
+
+    def wait_for(self, pattern: str, timeout_s: float, since: int = 0) -> re.Match[str] | None:
+        """The first console match of ``pattern`` after ``since`` (see ``mark``); None on
+        timeout or when QEMU exited."""
         compiled = re.compile(pattern)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            found = compiled.search(self.console())
+            found = compiled.search(self.console(), since)
             if found:
                 return found
             if self._process is not None and self._process.poll() is not None:

@@ -147,6 +147,13 @@ def install_system_files(root: Path, layout: DiskLayout | None, settings: System
         "%sudo ALL=(ALL) NOPASSWD: ALL\n",
         mode=0o440,
     )
+    # A hang or a panic reboots (the hardware watchdog, kernel.panic): U-Boot's counters decide.
+    for folder, name in (
+        ("etc/systemd/system.conf.d", "moltbot-watchdog.conf"),
+        ("etc/sysctl.d", "moltbot-panic.conf"),
+    ):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(UNITS_DIR / "system" / name, root / folder / name)
     units = root / "usr/lib/systemd/system"
     units.mkdir(parents=True, exist_ok=True)
     for unit in sorted([*UNITS_DIR.glob("*.service"), *UNITS_DIR.glob("*.path")]):

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,12 +24,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import DependencyMissingError, MoltbotError
+from edge.text_enum import TextEnum
 from edge.triggers.video import PixelFrame
 
 logger = logging.getLogger(__name__)
 
 
-class CameraState(StrEnum):
+class CameraState(TextEnum):
     STOPPED = "stopped"
     OPENING = "opening"
     STREAMING = "streaming"

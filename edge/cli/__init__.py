@@ -6,25 +6,24 @@ Errors are turned into a message, a hint and an exit code in one place (:func:`m
 Starting fast matters (a line script may run ``moltbot event send`` per part): subcommands
 live in their own modules (``edge/cli/*.py``), imported only when run (:class:`LazyGroup`), and
 so are the config model, YAML and the package metadata. ``python -X importtime -m edge.cli …``
-shows the cost. The builder's commands join through the ``moltbot.commands`` entry points.
+shows the cost. The builder's commands join through the ``moltbot.commands`` entry points
+(:mod:`edge.cli.plugins`).
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 import traceback
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import click
 
+from edge.cli import plugins
 from edge.cli.context import CliState
 from edge.errors import MoltbotError
 from edge.log_format import configure_logging
 
-logger = logging.getLogger(__name__)
 # The runtime's commands: name → "module:attribute", imported on first use. Each module imports
 # edge.cli.context and edge.wiring, never another command module.
 LAZY_COMMANDS = {
@@ -41,21 +40,18 @@ LAZY_COMMANDS = {
     "voice": "edge.cli.voice:voice",
     "system": "edge.cli.system:system",
 }
-# Commands other installed packages add (the host-side builder: image, flash, balena). A device
-# has the runtime without the builder, so there these are simply absent.
-PLUGIN_GROUP = "moltbot.commands"
-
-
-def _plugins() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in LAZY_COMMANDS}
+# Commands other installed packages add (plugins.GROUP: the host-side builder's image, flash,
+# balena). A device has the runtime without the builder, so there these are simply absent; where
+# the builder is installed but cannot load (Python 3.10), running one says why.
 
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported only when used (``LAZY_COMMANDS``, plugins)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        plugins = [name for name, ep in _plugins().items() if self._loads(ep) is not None]
-        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS, *plugins})
+        found = plugins.installed(LAZY_COMMANDS).items()
+        added = [name for name, plugin in found if plugins.load(plugin) is not None]
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS, *added})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
@@ -65,21 +61,8 @@ class LazyGroup(click.Group):
             module_name, _, attribute = LAZY_COMMANDS[cmd_name].partition(":")
             loaded: click.Command = getattr(importlib.import_module(module_name), attribute)
             return loaded
-        plugin = _plugins().get(cmd_name)
-        return self._loads(plugin) if plugin is not None else None
-
-    @staticmethod
-    def _loads(plugin: EntryPoint) -> click.Command | None:
-        """The plugin's command; ``None`` when its package is not installed here."""
-        try:
-            command = plugin.load()
-        except ImportError as exc:
-            logger.debug("command %s is not installed here: %s", plugin.name, exc)
-            return None
-        if not isinstance(command, click.Command):
-            logger.warning("%s (%s) is not a click command: ignored", plugin.name, plugin.value)
-            return None
-        return command
+        plugin = plugins.installed(LAZY_COMMANDS).get(cmd_name)
+        return plugins.load(plugin) if plugin is not None else None
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

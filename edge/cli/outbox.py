@@ -67,7 +67,7 @@ def outbox_peek(state: CliState, count: int) -> None:
     store = wiring.open_outbox(state.loaded().config)
     try:
         for message in store.peek(count):
-            line = asdict(message) | {"age_s": round(store.age_s(message), 3)}
+            line = message.to_json() | {"age_s": round(store.age_s(message), 3)}
             click.echo(json.dumps(line, ensure_ascii=False))
     finally:
         store.close()

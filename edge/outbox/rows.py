@@ -11,9 +11,11 @@ and diskcache's count/size triggers see them as their own.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import diskcache
 from diskcache.core import MODE_RAW
@@ -39,20 +41,6 @@ def insert_values(cache: diskcache.Cache, rows: Sequence[tuple[str, bytes]]) -> 
     )
 
 
-def add_to_counter(cache: diskcache.Cache, key: str, delta: int) -> int:
-    """``Cache.incr`` in one statement (two the first time); returns the new value."""
-    connection = _connection(cache)
-    found = connection.execute(
-        "UPDATE Cache SET value = value + ? WHERE key = ? AND raw = 1 RETURNING value",
-        (delta, key),
-    ).fetchall()
-    if found:
-        return int(found[0][0])
-    now = time.time()
-    connection.execute(_INSERT, (key, now, now, MODE_RAW, delta))
-    return delta
-
-
 def counter(cache: diskcache.Cache, key: str) -> int:
     """An ``incr`` counter's value (0 before its first increment)."""
     found = (
@@ -61,6 +49,20 @@ def counter(cache: diskcache.Cache, key: str) -> int:
         .fetchall()
     )
     return int(found[0][0]) if found else 0
+
+
+def counters_named(cache: diskcache.Cache, keys: Sequence[str]) -> dict[str, int]:
+    """Several counters in one query; a counter never incremented is absent."""
+    marks = ",".join("?" * len(keys))
+    found = (
+        _connection(cache)
+        .execute(
+            f"SELECT key, value FROM Cache WHERE key IN ({marks}) AND raw = 1",  # noqa: S608 - placeholders
+            list(keys),
+        )
+        .fetchall()
+    )
+    return {str(key): int(value) for key, value in found}
 
 
 def counters_between(cache: diskcache.Cache, after_key: str, before_key: str) -> dict[str, int]:
@@ -81,16 +83,26 @@ def add_to_counters(cache: diskcache.Cache, deltas: dict[str, int]) -> None:
     if not changed:
         return
     connection = _connection(cache)
-    cases = " ".join("WHEN ? THEN ?" for _ in changed)
-    marks = ",".join("?" * len(changed))
-    found = connection.execute(
-        f"UPDATE Cache SET value = value + CASE key {cases} END"  # noqa: S608 - placeholders
-        f" WHERE raw = 1 AND key IN ({marks}) RETURNING key",
+    updated = connection.execute(
+        _update_counters_sql(len(changed)),
         [*(item for pair in changed.items() for item in pair), *changed],
-    ).fetchall()
+    ).rowcount
+    if updated == len(changed):
+        return  # every counter existed (all but the first time): no need to ask which
+    present = counters_named(cache, list(changed))
     now = time.time()
-    for key in changed.keys() - {str(row[0]) for row in found}:
+    for key in changed.keys() - present.keys():
         connection.execute(_INSERT, (key, now, now, MODE_RAW, changed[key]))
+
+
+@functools.lru_cache(maxsize=16)
+def _update_counters_sql(count: int) -> str:
+    cases = " ".join("WHEN ? THEN ?" for _ in range(count))
+    marks = ",".join("?" * count)
+    return (
+        f"UPDATE Cache SET value = value + CASE key {cases} END"  # noqa: S608 - placeholders
+        f" WHERE raw = 1 AND key IN ({marks})"
+    )
 
 
 def values_after(
@@ -123,3 +135,21 @@ def delete_keys(cache: diskcache.Cache, keys: Iterable[str]) -> dict[str, int]:
         ).fetchall()
         deleted.update((str(key), int(size)) for key, size in rows)
     return deleted
+
+
+@contextmanager
+def commits_without_fsync(cache: diskcache.Cache) -> Iterator[None]:
+    """Commits on this thread's connection inside the block skip the fsync.
+
+    In WAL mode with ``synchronous=NORMAL`` a commit can be rolled back by a power cut, never
+    torn, and the next full-sync commit (any process's: the fsync covers the whole log) makes
+    it durable too. For changes whose loss only repeats work — deleting acknowledged messages:
+    at worst they are sent again, with the same id — never for accepting one.
+    """
+    connection = _connection(cache)
+    ((previous,),) = connection.execute("PRAGMA synchronous").fetchall()
+    connection.execute("PRAGMA synchronous = NORMAL")
+    try:
+        yield
+    finally:
+        connection.execute(f"PRAGMA synchronous = {int(previous)}")

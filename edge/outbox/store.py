@@ -5,9 +5,12 @@ Durability: diskcache is opened with SQLite ``journal_mode=WAL`` and ``synchrono
 so a message survives ``kill -9`` and a power cut once ``put`` has returned. Values are kept
 inside SQLite (``disk_min_file_size`` above the largest message), because diskcache does not
 fsync the separate files it uses for large values. diskcache's own eviction is off
-(``eviction_policy="none"``); the outbox applies its cap itself, by priority.
+(``eviction_policy="none"``); the outbox applies its cap itself, by priority. Removing
+delivered or expired messages skips the fsync (see ``rows.commits_without_fsync``): a power cut
+can only bring such messages back, to be sent again with the same id, never lose one.
 
-Layout inside the cache: ``m:<seq, 20 digits>`` → message JSON, in acceptance order;
+Layout inside the cache: ``m:<seq, 20 digits>`` → the message (a JSON header line, then the
+payload's JSON as sent: ``message.py``), in acceptance order;
 ``s:<name>`` → counters (sequence, bytes, count per priority, delivered/expired/dropped totals)
 and the elapsed-clock checkpoint. Every change to messages and counters is one transaction.
 
@@ -29,8 +32,8 @@ import shutil
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +52,7 @@ from edge.outbox.clock import (
     corrected_wall_time,
 )
 from edge.outbox.eviction import StoredEntry, choose_victims
-from edge.outbox.message import OutboxMessage, normalise_payload, validate_kind
+from edge.outbox.message import OutboxMessage, encode_payload, new_message_id, validate_kind
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ RESERVE_CHECK_S = 1.0  # how often a put looks whether the space reserve needs r
 SIZE_PROBE_SEQ = 10**19  # the widest sequence number: the size check's worst case
 HEADER_BYTES_BOUND = 1024  # a stored message's fields but payload and topic take less
 PAGE_MESSAGES = 512  # messages read per query when walking the outbox
+REMOVED_WITHOUT_FSYNC = ("delivered", "expired")  # losing such a delete only repeats work
 
 SQLITE_SETTINGS: dict[str, Any] = {
     "sqlite_journal_mode": "wal",
@@ -143,7 +147,7 @@ class AcceptedEvent:
     """An event that passed validation (:meth:`Outbox.accept`), not yet stored."""
 
     kind: str
-    payload: dict[str, Any]
+    payload_json: bytes  # the payload's JSON text, as stored and sent
     qos: int
     priority: int
     topic: str
@@ -299,7 +303,7 @@ class Outbox:
         (with the widest sequence number); a small one needs no measuring.
         """
         validate_kind(kind)
-        data, payload_chars = normalise_payload(payload)
+        data = encode_payload(payload)
         if qos not in (0, 1):
             raise MessageRejectedError(
                 f"qos must be 0 or 1, got {qos}", where="qos", hint="events use QoS 1"
@@ -307,7 +311,7 @@ class Outbox:
         event = AcceptedEvent(
             kind, data, qos, self.priorities.get(kind, LOWEST_PRIORITY), self._topic_for(kind)
         )
-        if payload_chars + len(event.topic) + HEADER_BYTES_BOUND > self.max_message_bytes:
+        if len(data) + len(event.topic) + HEADER_BYTES_BOUND > self.max_message_bytes:
             probe = self._message(event, SIZE_PROBE_SEQ, self._stamp())
             self._check_size(kind, len(probe.to_bytes()))
         return event
@@ -325,11 +329,11 @@ class Outbox:
     @staticmethod
     def _message(event: AcceptedEvent, seq: int, stamp: _Stamp) -> OutboxMessage:
         return OutboxMessage(
-            id=str(uuid.uuid4()),
+            id=new_message_id(),
             seq=seq,
             kind=event.kind,
             topic=event.topic,
-            payload=event.payload,
+            payload_json=event.payload_json,
             qos=event.qos,
             priority=event.priority,
             created_wall=stamp.wall,
@@ -347,16 +351,18 @@ class Outbox:
         stamp = self._stamp()
         try:
             with self._cache.transact():
-                last = rows.add_to_counter(self._cache, SEQ_KEY, len(events))
+                found = rows.counters_named(self._cache, (SEQ_KEY, BYTES_KEY))
                 messages = [
                     self._message(event, seq, stamp)
-                    for seq, event in enumerate(events, start=last - len(events) + 1)
+                    for seq, event in enumerate(events, start=found.get(SEQ_KEY, 0) + 1)
                 ]
                 encoded = [message.to_bytes() for message in messages]
-                if self._surely_fits(sum(len(raw) for raw in encoded)):
+                incoming = sum(len(raw) for raw in encoded)
+                if self._surely_fits(incoming, found.get(BYTES_KEY, 0)):
                     kept = [True] * len(messages)
-                    self._insert(messages, encoded)
+                    self._insert(messages, encoded, {SEQ_KEY: len(messages)})
                 else:  # near the cap: one message at a time, evicting as the cap says
+                    rows.add_to_counters(self._cache, {SEQ_KEY: len(messages)})
                     kept, pending = [], 0
                     for message, raw in zip(messages, encoded, strict=True):
                         kept.append(self._insert_or_drop(message, raw, pending))
@@ -375,12 +381,18 @@ class Outbox:
                     listener(maybe)
         return stored
 
-    def _insert(self, messages: list[OutboxMessage], encoded: list[bytes]) -> None:
+    def _insert(
+        self,
+        messages: list[OutboxMessage],
+        encoded: list[bytes],
+        deltas: dict[str, int] | None = None,
+    ) -> None:
+        """Insert rows and move the counters (and ``deltas``) by them: two statements."""
         rows.insert_values(
             self._cache,
             [(message_key(m.seq), raw) for m, raw in zip(messages, encoded, strict=True)],
         )
-        deltas = {BYTES_KEY: sum(len(raw) for raw in encoded)}
+        deltas = (deltas or {}) | {BYTES_KEY: sum(len(raw) for raw in encoded)}
         for message in messages:
             key = _count_key(message.priority)
             deltas[key] = deltas.get(key, 0) + 1
@@ -393,7 +405,7 @@ class Outbox:
         self._adjust_total("dropped", 1)
         return False
 
-    def _surely_fits(self, incoming: int) -> bool:
+    def _surely_fits(self, incoming: int, payload_bytes: int) -> bool:
         """True when ``incoming`` bytes fit under the cap by a wide margin, judged without
         measuring SQLite's pages (three PRAGMAs and two ``stat`` calls per put).
 
@@ -405,7 +417,7 @@ class Outbox:
         last = self._measured
         if last is None:
             return False
-        growth = max(0, rows.counter(self._cache, BYTES_KEY) - last.payload_bytes)
+        growth = max(0, payload_bytes - last.payload_bytes)
         estimate = (
             last.pages_bytes
             + (growth + 2 * incoming) * last.factor
@@ -629,8 +641,14 @@ class Outbox:
         return True
 
     def _remove_once(self, messages: list[OutboxMessage], reason: str) -> int:
+        """One transaction; delivered and expired messages are removed without an fsync (a
+        power cut may bring them back, to be sent or expired again: nothing is lost)."""
+        relaxed = reason in REMOVED_WITHOUT_FSYNC
         try:
-            with self._cache.transact():
+            with (
+                rows.commits_without_fsync(self._cache) if relaxed else nullcontext(),
+                self._cache.transact(),
+            ):
                 removed = self._delete(messages, reason)
         except (OSError, sqlite3.OperationalError, diskcache.Timeout) as exc:
             raise OutboxError(

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -69,7 +69,7 @@ def defect_event(
         event["classes"] = list(decision.classes)
     else:
         event["debounce"] = f"{decision.hits}/{decision.window}"
-    event["decided_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+    event["decided_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     return event
 
 

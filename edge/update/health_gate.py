@@ -19,7 +19,8 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+
+from edge.text_enum import TextEnum
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class HealthCheck:
     run: Callable[[float], CheckResult]
 
 
-class Verdict(StrEnum):
+class Verdict(TextEnum):
     ALREADY_GOOD = "already-good"
     MARK_GOOD = "mark-good"
     MARK_BAD = "mark-bad"

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from edge.text_enum import TextEnum
 from edge.update.rauc import SlotsReport
 from edge.update.records import (
     BootVerdict,
@@ -36,7 +36,7 @@ class SlotStatus(Protocol):
     def status(self) -> SlotsReport: ...
 
 
-class UpdateResult(StrEnum):
+class UpdateResult(TextEnum):
     INSTALLED = "installed"
     ROLLED_BACK = "rolled_back"
     UNKNOWN = "unknown"  # booted in neither slot of the update: reported, then forgotten

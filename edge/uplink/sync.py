@@ -27,7 +27,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -37,6 +36,8 @@ from edge.config.model import UplinkSettings
 from edge.errors import MoltbotError, OutboxError
 from edge.outbox.message import OutboxMessage
 from edge.outbox.store import Outbox
+from edge.text_enum import TextEnum
+from edge.uplink.acks import AckInbox
 from edge.uplink.commands import CommandRouter
 from edge.uplink.connection import build_client
 from edge.uplink.dialect import Dialect, JsonDialect, Stamped
@@ -50,11 +51,10 @@ IDLE_POLL_S = 0.2  # how often an idle link looks for messages put by other proc
 PREFETCH_MESSAGES = 256  # backlog read per query, ahead of the window
 DRAINED_POLL_S = 0.02
 HANDED_AHEAD = 256  # backlog messages handed to paho beyond the in-flight window
-SETTLE_S = 0.002  # with paho's queue full, let acknowledgements gather before handling them
 LIVE_LANE_MAX = 10_000  # beyond this, new events wait in the backlog like the rest
 
 
-class LinkState(StrEnum):
+class LinkState(TextEnum):
     STOPPED = "stopped"
     CONNECTING = "connecting"
     CONNECTED = "connected"
@@ -108,6 +108,7 @@ class Uplink:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sweep_interval_s = sweep_interval_s
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._acks = AckInbox(lambda: self._events.put(("acks",)))
         self._live: deque[OutboxMessage] = deque()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -268,6 +269,7 @@ class Uplink:
         self.last_error = reason
 
     def _drain_events(self) -> None:
+        self._acks.take()  # a previous connection's: their mids mean nothing now
         while True:
             try:
                 self._events.get_nowait()
@@ -289,7 +291,7 @@ class Uplink:
     def _cb_publish(
         self, _c: mqtt.Client, _u: object, mid: int, code: ReasonCode, _p: object
     ) -> None:
-        self._events.put(("puback", mid, code))
+        self._acks.add(mid, code)
 
     def _cb_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         self._events.put(("message", message.topic, bytes(message.payload)))
@@ -360,24 +362,30 @@ class _Session:
         return IDLE_POLL_S
 
     def _handle_events(self, wait_s: float) -> None:
-        if len(self.inflight) > self.mqtt_window + HANDED_AHEAD // 2:
-            time.sleep(SETTLE_S)  # paho has plenty to send: no need to wake for every PUBACK
+        """Wait up to ``wait_s`` for an event or enough acknowledgements, then handle all that
+        arrived (acknowledgements first: paho reported them before any later event)."""
+        events = self.uplink._events
         try:
-            event = self.uplink._events.get(timeout=wait_s)
+            if self.uplink._acks.expect(len(self.inflight)):
+                event = events.get_nowait()
+            else:
+                event = events.get(timeout=wait_s)
         except queue.Empty:
-            return
+            event = None
         while True:
+            for mid, code in self.uplink._acks.take():
+                self._on_puback(mid, code)
+            if event is None:
+                return
             self._handle(event)
             try:
-                event = self.uplink._events.get_nowait()
+                event = events.get_nowait()
             except queue.Empty:
-                return
+                event = None
 
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
-        if kind == "puback":
-            self._on_puback(event[1], event[2])
-        elif kind == "disconnect":
+        if kind == "disconnect":
             logger.warning("lost the broker connection: %s; resuming after reconnect", event[1])
             self.uplink.last_error = f"disconnected: {event[1]}"
             self.alive = False

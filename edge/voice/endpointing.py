@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
 from edge.errors import DependencyMissingError
+from edge.text_enum import TextEnum
 
 FRAME_SAMPLES = 512  # Silero's window at 16 kHz
 FRAME_MS = 32
@@ -27,7 +27,7 @@ KEEP_PROBABILITY = 0.5
 ONSET_FRAMES = 2  # 64 ms of speech starts an utterance: clicks do not
 
 
-class Boundary(StrEnum):
+class Boundary(TextEnum):
     NONE = "none"
     START = "start"
     END = "end"

@@ -1,8 +1,10 @@
-"""Fixtures of the integration tests: a real Mosquitto broker, and ``make_config`` pointed at it
-(overriding the service-free one of ``tests/conftest.py``)."""
+"""Fixtures of the integration tests: a real Mosquitto broker, ``make_config`` pointed at it
+(overriding the service-free one of ``tests/conftest.py``), and the Pi image, built once per
+session for every test that checks or boots it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from tests.conftest import ConfigFactory, config_factory
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.qemu_image import RPI4B_RECIPE
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +40,20 @@ def make_config(data_dir: Path, mosquitto_session: MosquittoBroker) -> ConfigFac
     return config_factory(
         data_dir, broker_host=mosquitto_session.host, broker_port=mosquitto_session.port
     )
+
+
+@pytest.fixture(scope="session")
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The rpi4b image (built for real: mmdebstrap under qemu-user-static, the rootfs cached
+    under $MOLTBOT_IMAGE_CACHE or ~/.cache/moltbot-image, shared with `make image`), or the one
+    in $MOLTBOT_TEST_IMAGE_DIR."""
+    prebuilt = os.environ.get("MOLTBOT_TEST_IMAGE_DIR")
+    if prebuilt:
+        return next(Path(prebuilt).glob("*.img"))
+    if os.geteuid() != 0:
+        pytest.skip("building an image needs root (CI runs as root); or set MOLTBOT_TEST_IMAGE_DIR")
+    from images.build import build_image
+    from images.rootfs import default_cache_dir
+
+    out = tmp_path_factory.mktemp("image-out")
+    return build_image(RPI4B_RECIPE, out, default_cache_dir()).image

@@ -5,6 +5,7 @@ by the dockerfile package (Docker's own Go parser)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -120,14 +121,26 @@ def test_balena_yml_has_only_documented_fields_and_every_device_type(project: Pa
         assert next(iter(item)) in environment_variables()
 
 
+def balena_dockerfile(service: Path, device_type: str, arch: str = "aarch64") -> Path:
+    """The file balena's builder uses for ``device_type``, in its documented order:
+    Dockerfile.<device type>, Dockerfile.<arch>, Dockerfile.template, Dockerfile."""
+    for name in (f"Dockerfile.{device_type}", f"Dockerfile.{arch}", "Dockerfile.template"):
+        if (service / name).is_file():
+            return service / name
+    return service / "Dockerfile"
+
+
 @pytest.mark.parametrize("device_type", DEVICE_TYPES)
-def test_template_expands_to_a_two_stage_dockerfile_for_each_device_type(
+def test_project_resolves_to_a_two_stage_dockerfile_for_each_device_type(
     project: Path, device_type: str
 ) -> None:
-    template = (project / "moltbot" / "Dockerfile.template").read_text()
-    assert "%%BALENA_MACHINE_NAME%%" in template and "%%BALENA_ARCH%%" in template
+    service = project / "moltbot"
+    chosen = balena_dockerfile(service, device_type)
+    template = chosen.read_text()
+    assert "%%BALENA_ARCH%%" in template
     commands = dockerfile.parse_string(expanded(template, device_type))
     assert "%%" not in "".join(c.original for c in commands)
+    assert not re.search(r"@[A-Z_]+@", template), "an unfilled placeholder"
     stages = [c for c in commands if c.cmd == "FROM"]
     assert len(stages) == 2
     defaults = dict(
@@ -142,7 +155,91 @@ def test_template_expands_to_a_two_stage_dockerfile_for_each_device_type(
     assert any(c.cmd == "COPY" and "--from=build" in c.flags for c in final)
     for copy in (c for c in commands if c.cmd == "COPY" and not c.flags):
         for source in copy.value[:-1]:
-            assert (project / "moltbot" / source).exists(), f"COPY {source}: not in the project"
+            assert (service / source).exists(), f"COPY {source}: not in the project"
+
+
+JETSONS = {
+    # device type: (Ubuntu base, L4T apt release + SoC, system Python, TensorRT bindings' package)
+    # Only Jetsons whose JetPack's Python runs the application: the Xavier (JetPack 5, Python
+    # 3.8) builds from Dockerfile.template instead and infers on the CPU.
+    "jetson-agx-orin-devkit": ("ubuntu:jammy", "r36.4", "t234", "3.10", "libnvinfer10"),
+}
+
+
+def test_pi_keeps_the_debian_python_base(project: Path) -> None:
+    chosen = balena_dockerfile(project / "moltbot", "raspberrypi4-64")
+    assert chosen.name == "Dockerfile.template"
+    assert "-debian-python:3.11-bookworm-run" in expanded(chosen.read_text(), "raspberrypi4-64")
+
+
+@pytest.mark.parametrize("device_type", sorted(JETSONS))
+def test_jetson_service_is_built_on_ubuntu_with_nvidias_l4t_source_and_tensorrt(
+    project: Path, device_type: str
+) -> None:
+    base, release, soc, python, libnvinfer = JETSONS[device_type]
+    chosen = balena_dockerfile(project / "moltbot", device_type)
+    assert chosen.name == f"Dockerfile.{device_type}"
+    commands = dockerfile.parse_string(expanded(chosen.read_text(), device_type))
+    args = " ".join(c.original for c in commands if c.cmd == "ARG")
+    assert f"balenalib/{device_type}-{base}-run" in args
+    runs = " ".join(" ".join(c.value) for c in commands if c.cmd == "RUN")
+    for component in ("common", soc):
+        assert f"deb https://repo.download.nvidia.com/jetson/{component} {release} main" in runs
+    for package in (libnvinfer, "python3-libnvinfer", "libcudnn", "cuda-cudart-"):
+        assert package in runs, package
+    assert f"python{python} -m venv --system-site-packages /opt/moltbot/venv" in runs
+    adds = [c for c in commands if c.cmd == "ADD"]
+    assert adds and adds[0].value[0].startswith("https://repo.download.nvidia.com/jetson/")
+
+
+def test_xavier_resolves_to_the_template_on_balenas_debian_python_base(project: Path) -> None:
+    service = project / "moltbot"
+    assert not (service / "Dockerfile.jetson-xavier").exists()
+    chosen = balena_dockerfile(service, "jetson-xavier")
+    assert chosen.name == "Dockerfile.template"
+    text = expanded(chosen.read_text(), "jetson-xavier")
+    assert "ARG BUILD_BASE=balenalib/jetson-xavier-debian-python:3.11-bookworm-build" in text
+    assert "ARG RUN_BASE=balenalib/jetson-xavier-debian-python:3.11-bookworm-run" in text
+
+
+def test_fleet_manifest_records_the_jetpack_and_tensorrt_each_device_type_targets(
+    project: Path,
+) -> None:
+    manifest = json.loads((project / "moltbot" / "manifest.json").read_text())
+    assert manifest["jetpack"]["jetson-agx-orin-devkit"]["jetpack"] == "6.2"
+    assert manifest["jetpack"]["jetson-agx-orin-devkit"]["tensorrt"] == "10.3"
+    assert set(manifest["jetpack"]) == {"jetson-agx-orin-devkit"}, "the Xavier targets no JetPack"
+    assert manifest["device_types"]["jetson-agx-orin-devkit"] == {
+        "dockerfile": "Dockerfile.jetson-agx-orin-devkit"
+    }
+    assert manifest["device_types"]["raspberrypi4-64"] == {"dockerfile": "Dockerfile.template"}
+
+
+def test_fleet_manifest_and_readme_say_the_xavier_runs_on_the_cpu_and_why(project: Path) -> None:
+    manifest = json.loads((project / "moltbot" / "manifest.json").read_text())
+    xavier = manifest["device_types"]["jetson-xavier"]
+    assert xavier["dockerfile"] == "Dockerfile.template"
+    assert xavier["inference_backend"] == "ort-cpu"
+    assert "JetPack 5.1.4" in xavier["why"] and "Python 3.8" in xavier["why"]
+    readme = (project / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("- `jetson-xavier`"))
+    assert "ort-cpu" in line and "Python 3.8" in line
+    assert "Dockerfile.jetson-agx-orin-devkit" in readme
+
+
+def test_generate_warns_that_the_xavier_runs_inference_on_the_cpu(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="images.fleet"):
+        xavier = generate(RECIPE, tmp_path / "xavier", ("jetson-xavier",))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("jetson-xavier:") and "ort-cpu" in w for w in warnings), warnings
+    assert sorted(p.name for p in (xavier / "moltbot").glob("Dockerfile*")) == [
+        "Dockerfile.template"
+    ]
+    service = yaml.safe_load((xavier / "docker-compose.yml").read_text())["services"]["moltbot"]
+    assert "privileged" not in service, "no GPU nodes to reach on the CPU route"
+    assert "/dev/snd:/dev/snd" in service["devices"]
 
 
 def test_every_setting_maps_onto_a_moltbot_variable_documented_in_the_project(

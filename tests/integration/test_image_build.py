@@ -15,14 +15,9 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-import yaml
-from PIL import Image
 
 from images.boot_path import (
     KernelModules,
@@ -31,36 +26,20 @@ from images.boot_path import (
     initramfs_modules,
     read_initramfs_listing,
 )
-from images.configure import configure_image
 from images.devicetree import DeviceTree
 from images.disk import read_table
 from images.qemu import HOST_FROM_GUEST, QemuBoot
 from tests.support.collector import Collector
+from tests.support.models import defect_png
 from tests.support.mosquitto import MosquittoBroker, free_port
+from tests.support.qemu_image import RPI4B_RECIPE, GuestApi, configured_copy, keep_console
 from tests.support.speech import speak
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(3600)]
 REPO = Path(__file__).parents[2]
-RECIPE = REPO / "images" / "recipes" / "rpi4b.yaml"
+RECIPE = RPI4B_RECIPE
 SECTOR = 512
 API_TOKEN = "boot-test-token-0123456789abcdef"
-
-
-@pytest.fixture(scope="session")
-def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    prebuilt = os.environ.get("MOLTBOT_TEST_IMAGE_DIR")
-    if prebuilt:
-        return next(Path(prebuilt).glob("*.img"))
-    if os.geteuid() != 0:
-        pytest.skip("building an image needs root (CI runs as root); or set MOLTBOT_TEST_IMAGE_DIR")
-    from images.build import build_image
-
-    out = tmp_path_factory.mktemp("image-out")
-    from images.rootfs import default_cache_dir
-
-    cache = default_cache_dir()  # shared with `make image`: the rootfs is built once
-    report = build_image(RECIPE, out, cache)
-    return report.image
 
 
 def partition_bytes(image: Path, index: int, target: Path) -> Path:
@@ -189,6 +168,11 @@ def test_each_slot_trusts_only_the_update_ca_and_knows_both_slots(
     assert b"PRIVATE KEY" not in keyring
     assert sorted(debugfs_ls(partitions["root"], "/etc/rauc")) == sorted(
         [".", "..", "system.conf", "keyring.pem"]
+    )
+    watchdog = debugfs_cat(partitions["root"], "/etc/systemd/system.conf.d/moltbot-watchdog.conf")
+    assert b"\nRuntimeWatchdogSec=30s" in watchdog
+    assert b"kernel.panic = 10" in debugfs_cat(
+        partitions["root"], "/etc/sysctl.d/moltbot-panic.conf"
     )
     fw_env = debugfs_cat(partitions["root"], "/etc/fw_env.config").decode()
     assert "/boot/firmware/rauc-state.env" in fw_env
@@ -420,31 +404,6 @@ def test_image_has_no_password_and_no_shared_host_keys(partitions: dict[str, Pat
     assert debugfs_cat(partitions["root"], "/etc/machine-id") == b""
 
 
-def defect_frame(path: Path) -> Path:
-    from models.defect.dataset import make_image
-
-    rng = np.random.default_rng(7)
-    Image.fromarray(make_image("scratch", rng)).save(path)
-    return path
-
-
-def configured_copy(built_image: Path, tmp_path: Path, site: dict[str, object]) -> Path:
-    image = tmp_path / "boot.img"
-    shutil.copyfile(built_image, image)
-    with image.open("r+b") as stream:  # a bigger card: first boot grows the data partition
-        stream.truncate(image.stat().st_size + 512 * 2**20)
-    site_file = tmp_path / "site.yaml"
-    site_file.write_text(yaml.safe_dump(site))
-    configure_image(image, site_file)
-    return image
-
-
-def keep_console(boot: QemuBoot, name: str) -> None:
-    """The serial log as a test artifact under images/out/, kept whatever the outcome."""
-    (REPO / "images" / "out").mkdir(parents=True, exist_ok=True)
-    (REPO / "images" / "out" / name).write_text(boot.console())
-
-
 @pytest.fixture
 def booted(built_image: Path, tmp_path: Path, mosquitto: MosquittoBroker) -> tuple[QemuBoot, float]:
     site = {
@@ -470,20 +429,8 @@ def selftest_verdict(boot: QemuBoot, timeout_s: float) -> str:
     return console
 
 
-def post(url: str, body: bytes, content_type: str, timeout_s: float = 60) -> Any:
-    request = urllib.request.Request(  # noqa: S310 - loopback
-        url,
-        data=body,
-        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": content_type},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-        return json.loads(response.read())
-
-
-def check_a_defective_part_is_an_event(base: str, collector: Collector, tmp_path: Path) -> None:
-    frame = defect_frame(tmp_path / "scratch.png").read_bytes()
-    result = post(f"{base}/v1/infer?trigger=true&part_id=SN-0001", frame, "image/png")
+def check_a_defective_part_is_an_event(api: GuestApi, collector: Collector) -> None:
+    result = api.post("/v1/infer?trigger=true&part_id=SN-0001", defect_png(), "image/png")
     assert result["label"] == "scratch", result
     assert collector.wait_for(
         lambda got: any("/boot-test-01/defect" in m.topic for m in got), 60
@@ -493,14 +440,13 @@ def check_a_defective_part_is_an_event(base: str, collector: Collector, tmp_path
     assert (event["data"]["class"], event["data"]["part_id"]) == ("scratch", "SN-0001"), event
 
 
-def check_a_spoken_command_is_heard(base: str, collector: Collector, tmp_path: Path) -> None:
+def check_a_spoken_command_is_heard(api: GuestApi, collector: Collector, tmp_path: Path) -> None:
     """Voice in every image: no microphone in QEMU is reported, not fatal; a spoken command
     (espeak-ng on the host) is recognised on aarch64 by the image's slimmed Vosk model."""
-    with urllib.request.urlopen(f"{base}/readyz", timeout=30) as response:  # noqa: S310
-        ready = json.loads(response.read())
+    ready = api.get("/readyz")
     assert ready["checks"]["microphone"].startswith("missing"), ready
     wav = speak("검사 시작", tmp_path / "start.wav").read_bytes()
-    answer = post(f"{base}/v1/asr", wav, "audio/wav", timeout_s=300)
+    answer = api.post("/v1/asr", wav, "audio/wav", timeout_s=300)
     [utterance] = answer["utterances"]
     assert (utterance["text"], utterance["intent"]) == ("검사 시작", "start"), utterance
     assert utterance["action"] == "start_inspection", utterance
@@ -545,21 +491,22 @@ def test_image_boots_serves_health_passes_its_selftest_and_publishes_to_the_host
         assert "fsck not present" not in console
         assert "moltbot-boot: booting slot A: root=PARTUUID=" in console  # U-Boot's boot.scr
         assert "rauc.slot=A" in console
+        # systemd arms the hardware watchdog (QEMU's i6300esb here, bcm2835_wdt on a Pi)
+        assert re.search(r"Using hardware watchdog '[^']*i6300ESB", console), "watchdog not armed"
         assert boot.wait_for(r"marked slot rootfs\.0 as good", 300), "confirm-boot never ran"
         assert "Will now check root file system" in console  # the initramfs checks the root
         data_mib = re.search(r"ok storage: /var/lib/moltbot (\d+) MiB", console)
         assert data_mib and int(data_mib.group(1)) > 1400, "first boot did not grow the data fs"
 
-        base = f"http://127.0.0.1:{boot.api_port}"
-        with urllib.request.urlopen(f"{base}/healthz", timeout=30) as response:  # noqa: S310
-            assert response.status == 200
+        api = GuestApi(boot.api_port, API_TOKEN)
+        assert api.get("/healthz")["status"] == "ok"
         healthy_after_s = time.monotonic() - started
         assert collector.wait_for(
             lambda got: any(m.topic.endswith("/status") and b"online" in m.payload for m in got),
             60,
         ), "the appliance never announced itself online to the host broker"
-        check_a_defective_part_is_an_event(base, collector, tmp_path)
-        check_a_spoken_command_is_heard(base, collector, tmp_path)
+        check_a_defective_part_is_an_event(api, collector)
+        check_a_spoken_command_is_heard(api, collector, tmp_path)
         print(f"boot to /healthz under TCG: {healthy_after_s:.0f} s")  # noqa: T201
     finally:
         collector.close()

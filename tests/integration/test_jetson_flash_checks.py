@@ -1,10 +1,13 @@
 """The Jetson bundle's flash.sh, run for real against folders laid out like NVIDIA's BSP.
 
-NVIDIA's flash tools and a Jetson in recovery mode cannot exist here: the BSP is a stand-in
-(the files flash.sh checks for, shell scripts that record their arguments) and lsusb is a
-stand-in script named by MOLTBOT_LSUSB. What is tested is our script: every check refuses with a
-message that says what to do, nothing is touched before all checks pass, and a flash run
-unpacks our rootfs, calls NVIDIA's scripts in order with the board's config, and keeps a log.
+NVIDIA's flash tools, its sample root file system and a Jetson in recovery mode cannot exist
+here: the BSP is a stand-in (the files flash.sh checks for, an os-release for the sample rootfs,
+shell scripts that record their arguments), lsusb is a stand-in script named by MOLTBOT_LSUSB,
+and the bundle's install step is a recording stand-in (tests/integration/test_jetson_bundle_build.py
+runs the real one in an arm64 tree). What is tested is our script: every check refuses with a
+message that says what to do, nothing is touched before all checks pass, and a flash run keeps
+NVIDIA's rootfs, calls apply_binaries.sh, our install step and NVIDIA's flash in that order with
+the board's config, and keeps a log.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from edge.board import load_board_profiles
-from images.jetson import FLASH_SCRIPT, ROOTFS_TARBALL, bundle_env
+from images.jetson import FLASH_SCRIPT, OVERLAY_TARBALL, bundle_env
+from images.jetson_target import target_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,33 +32,54 @@ def make_bundle(folder: Path, board: str = "jetson-agx-orin", *, data_mib: int =
     staging = folder / "staging"
     (staging / "etc").mkdir(parents=True)
     (staging / "etc" / "hostname").write_text("moltbot\n")
-    with tarfile.open(folder / "rootfs.tar", "w") as archive:
+    with tarfile.open(folder / "overlay.tar", "w") as archive:
         archive.add(staging, arcname=".")
     subprocess.run(
-        ["zstd", "-q", "--rm", str(folder / "rootfs.tar"), "-o", str(folder / ROOTFS_TARBALL)],
+        ["zstd", "-q", "--rm", str(folder / "overlay.tar"), "-o", str(folder / OVERLAY_TARBALL)],
         check=True,
     )
     profile = load_board_profiles()[board]
-    (folder / "bundle.env").write_text(bundle_env("test-bundle", profile, 1200, data_mib, 1))
+    (folder / "bundle.env").write_text(
+        bundle_env("test-bundle", profile, target_for(profile), 1200, data_mib, 1)
+    )
     (folder / "flash.sh").write_bytes(FLASH_SCRIPT.read_bytes())
     (folder / "flash.sh").chmod(0o755)
+    # The install step, recording how flash.sh calls it (the real one needs an arm64 tree).
+    install = folder / "install-appliance.sh"
+    install.write_text('#!/bin/sh\necho "install-appliance.sh $*" >> "$(dirname "$2")/calls.log"\n')
+    install.chmod(0o755)
     sums = "".join(
         f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n"
-        for name in (ROOTFS_TARBALL, "bundle.env")
+        for name in (OVERLAY_TARBALL, "bundle.env", "install-appliance.sh")
     )
     (folder / "SHA256SUMS").write_text(sums)
     return folder
 
 
+UBUNTU_OF_RELEASE = {"36": "22.04", "35": "20.04"}
+
+
 def make_bsp(
-    folder: Path, release: str = "36.4.0", board_config: str = "jetson-agx-orin-devkit"
+    folder: Path,
+    release: str = "36.4.0",
+    board_config: str = "jetson-agx-orin-devkit",
+    *,
+    ubuntu: str | None = "",
 ) -> Path:
+    """A BSP-shaped folder; its rootfs/ holds a sample root file system's os-release of
+    ``ubuntu`` (default: the release's own; None: no sample rootfs unpacked)."""
     bsp = folder / "Linux_for_Tegra"
     (bsp / "tools/kernel_flash").mkdir(parents=True)
     (bsp / "nv_tegra/l4t_deb_packages").mkdir(parents=True)
     (bsp / "rootfs").mkdir()
     (bsp / "rootfs" / "README.txt").write_text("NVIDIA's placeholder\n")
-    (bsp / "rootfs" / "stale-file").write_text("from an earlier flash\n")
+    if ubuntu is not None:
+        version = ubuntu or UBUNTU_OF_RELEASE[release.split(".", maxsplit=1)[0]]
+        (bsp / "rootfs/etc").mkdir()
+        (bsp / "rootfs/etc/os-release").write_text(
+            f'NAME="Ubuntu"\nVERSION_ID="{version}"\nID=ubuntu\nID_LIKE=debian\n'
+        )
+        (bsp / "rootfs/etc/nvidia-sample-file").write_text("NVIDIA's own\n")
     (bsp / f"nv_tegra/l4t_deb_packages/nvidia-l4t-core_{release}-20240912212859_arm64.deb").touch()
     (bsp / f"{board_config}.conf").write_text("# board config\n")
     calls = bsp / "calls.log"
@@ -106,9 +131,34 @@ def test_wrong_bsp_release_is_refused_naming_both_releases(tmp_path: Path) -> No
     bsp = make_bsp(tmp_path, release="35.5.0")
     result = flash(bundle, bsp, fake_lsusb(tmp_path, ORIN_IN_RECOVERY), "--yes")
     assert result.returncode == 3
-    assert "BSP is Jetson Linux R35 but this bundle was built for R36 (JetPack 6)" in result.stdout
+    assert (
+        "BSP is Jetson Linux R35 but this bundle was built for R36 (JetPack 6.2)" in result.stdout
+    )
     assert not (bsp / "calls.log").exists(), "NVIDIA's tools ran despite a failed check"
-    assert (bsp / "rootfs" / "stale-file").exists(), "the BSP was changed despite a failed check"
+    assert (bsp / "rootfs" / "etc/os-release").exists(), "the BSP was changed"
+
+
+def test_a_bsp_without_its_sample_root_file_system_is_refused_saying_what_to_unpack(
+    tmp_path: Path,
+) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    bsp = make_bsp(tmp_path, ubuntu=None)
+    result = flash(bundle, bsp, fake_lsusb(tmp_path, ORIN_IN_RECOVERY), "--yes")
+    assert result.returncode == 3
+    assert f"no sample root file system in {bsp}/rootfs" in result.stdout
+    assert "Tegra_Linux_Sample-Root-Filesystem_R36.4" in result.stdout
+    assert not (bsp / "calls.log").exists(), "NVIDIA's tools ran despite a failed check"
+
+
+def test_a_sample_root_file_system_of_the_wrong_ubuntu_release_is_refused(
+    tmp_path: Path,
+) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    bsp = make_bsp(tmp_path, ubuntu="20.04")
+    result = flash(bundle, bsp, fake_lsusb(tmp_path, ORIN_IN_RECOVERY), "--yes")
+    assert result.returncode == 3
+    assert "is ubuntu 20.04, but JetPack 6.2 needs NVIDIA's Ubuntu 22.04 sample" in result.stdout
+    assert not (bsp / "calls.log").exists()
 
 
 def test_missing_recovery_device_is_refused_with_how_to_enter_recovery(tmp_path: Path) -> None:
@@ -151,7 +201,7 @@ def test_a_bundle_too_big_for_the_emmc_is_refused_before_anything_runs(tmp_path:
 
 def test_a_corrupted_bundle_is_refused(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "bundle")
-    with (bundle / ROOTFS_TARBALL).open("ab") as stream:
+    with (bundle / OVERLAY_TARBALL).open("ab") as stream:
         stream.write(b"garbage")
     result = flash(
         bundle, make_bsp(tmp_path), fake_lsusb(tmp_path, ORIN_IN_RECOVERY), "--check-only"
@@ -161,7 +211,7 @@ def test_a_corrupted_bundle_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a flash run unpacks as root (CI runs as root)")
-def test_flash_run_replaces_the_rootfs_and_calls_nvidias_tools_in_order_and_reruns_safely(
+def test_flash_run_keeps_nvidias_rootfs_and_installs_into_it_between_nvidias_tools(
     tmp_path: Path,
 ) -> None:
     bundle = make_bundle(tmp_path / "bundle")
@@ -170,13 +220,13 @@ def test_flash_run_replaces_the_rootfs_and_calls_nvidias_tools_in_order_and_reru
     for _ in range(2):
         result = flash(bundle, bsp, lsusb, "--yes")
         assert result.returncode == 0, result.stdout + result.stderr
-    assert (bsp / "rootfs/etc/hostname").read_text() == "moltbot\n"
-    assert not (bsp / "rootfs/stale-file").exists()
+    assert (bsp / "rootfs/etc/nvidia-sample-file").read_text() == "NVIDIA's own\n"
     calls = (bsp / "calls.log").read_text().splitlines()
     assert (
         calls
         == [
             "apply_binaries.sh ",
+            f"install-appliance.sh --root {bsp}/rootfs",
             "tools/kernel_flash/l4t_initrd_flash.sh jetson-agx-orin-devkit internal",
         ]
         * 2

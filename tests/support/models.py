@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -51,6 +52,13 @@ def installed_registry(root: Path) -> ModelRegistry:
     registry = ModelRegistry(root)
     registry.install(SHIPPED_DEFECT_MODEL)
     return registry
+
+
+def defect_png(label: str = "scratch", seed: int = 7) -> bytes:
+    """One PNG frame of ``label`` from the defect model's own generator (what a camera sends)."""
+    buffer = io.BytesIO()
+    Image.fromarray(make_image(label, np.random.default_rng(seed))).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def write_frames(folder: Path, per_label: int, seed: int) -> dict[str, list[Path]]:

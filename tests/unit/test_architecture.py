@@ -25,6 +25,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "board",
             "identity",
             "release",
+            "text_enum",
         }
     ),
     frozenset({"outbox", "inference", "voice", "update"}),

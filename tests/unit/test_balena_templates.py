@@ -13,17 +13,25 @@ from pathlib import Path
 import dockerfile
 import pytest
 
+from images import jetson_target
 from images.fleet import (
     DOCKERFILE_TEMPLATE,
-    DOCKERFILE_VALUES,
     ENTRYPOINT_TEMPLATE,
+    JETSON_DOCKERFILE_TEMPLATE,
     README_TEMPLATE,
+    dockerfiles,
+    service_routes,
     supported_boards,
 )
+from images.jetson_target import application_requires_python, python_runs_application
 from images.paths import BALENA_TEMPLATES, REPO_ROOT
 from images.templates import TemplateError, fill, render
 
 DOCKERFILES = sorted(BALENA_TEMPLATES.glob("Dockerfile*"))
+DEVICE_TYPES = [b.balena_device_type for b in supported_boards(None)]
+JETSON_SCRIPTS = sorted((REPO_ROOT / "images").glob("jetson*.sh")) + sorted(
+    (REPO_ROOT / "images" / "jetson").glob("*.sh")
+)
 SCRIPTS = sorted(BALENA_TEMPLATES.glob("*.sh"))
 INSTRUCTIONS = frozenset(
     {
@@ -167,19 +175,118 @@ def _port(port: str) -> bool:
     return number.isdigit() and 0 < int(number) <= 65535
 
 
-def expanded(template: Path, device_type: str) -> str:
-    """A Dockerfile as balena's builder gets it for ``device_type``: our placeholders filled by
-    the generator's values, balena's own by the device type's."""
-    text = render(template, DOCKERFILE_VALUES)
+def resolved_for(device_type: str, files: dict[str, str]) -> str:
+    """The name of the Dockerfile balena's builder picks for ``device_type`` among ``files``:
+    ``Dockerfile.<device type>``, then ``Dockerfile.<arch>``, then ``Dockerfile.template``."""
+    for name in (f"Dockerfile.{device_type}", "Dockerfile.aarch64", "Dockerfile.template"):
+        if name in files:
+            return name
+    raise AssertionError(f"no Dockerfile for {device_type} in {sorted(files)}")
+
+
+def generated_for(device_type: str) -> str:
+    """The Dockerfile balena's builder gets for ``device_type``: our placeholders filled by the
+    generator, balena's own by the device type's."""
+    files = dockerfiles(supported_boards(None))
+    text = files[resolved_for(device_type, files)]
     return text.replace("%%BALENA_MACHINE_NAME%%", device_type).replace(
         "%%BALENA_ARCH%%", "aarch64"
     )
 
 
+def base_images(text: str) -> list[str]:
+    """Each stage's base image, with the ARG defaults it names filled in."""
+    commands = dockerfile.parse_string(text)
+    defaults = dict(
+        c.value[0].split("=", 1) for c in commands if c.cmd == "ARG" and "=" in c.value[0]
+    )
+    return [
+        ARG_REFERENCE.sub(lambda m: defaults[m.group(1)], c.value[0])
+        for c in commands
+        if c.cmd == "FROM"
+    ]
+
+
+def python_of(text: str) -> str:
+    """The Python a generated Dockerfile's venv is made on: balena's ``-python:3.N-`` base, or
+    the ``pythonN.M -m venv`` of a JetPack's system Python."""
+    found = re.search(r"-python:(3\.\d+)-", text) or re.search(r"python(3\.\d+) -m venv", text)
+    assert found, "no Python named in the Dockerfile"
+    return found.group(1)
+
+
 def test_every_template_in_the_folder_is_one_the_generator_renders() -> None:
     templates = {p for p in BALENA_TEMPLATES.iterdir() if p.name != "README.md"}
-    assert templates == {DOCKERFILE_TEMPLATE, ENTRYPOINT_TEMPLATE, README_TEMPLATE}
+    assert templates == {
+        DOCKERFILE_TEMPLATE,
+        JETSON_DOCKERFILE_TEMPLATE,
+        ENTRYPOINT_TEMPLATE,
+        README_TEMPLATE,
+    }
     assert BALENA_TEMPLATES == REPO_ROOT / "balena"
+
+
+def test_the_orin_gets_its_own_dockerfile_and_the_pi_and_xavier_the_template() -> None:
+    files = dockerfiles(supported_boards(None))
+    assert set(files) == {"Dockerfile.template", "Dockerfile.jetson-agx-orin-devkit"}
+    assert resolved_for("jetson-agx-orin-devkit", files) == "Dockerfile.jetson-agx-orin-devkit"
+    assert resolved_for("raspberrypi4-64", files) == "Dockerfile.template"
+    assert resolved_for("jetson-xavier", files) == "Dockerfile.template"
+
+
+def test_xavier_builds_on_balenas_debian_python_base_for_its_device_type() -> None:
+    text = generated_for("jetson-xavier")
+    assert base_images(text) == [
+        "balenalib/jetson-xavier-debian-python:3.11-bookworm-build",
+        "balenalib/jetson-xavier-debian-python:3.11-bookworm-run",
+    ]
+    assert "nvidia" not in text.lower() and "python3.8" not in text
+
+
+def test_xavier_runs_on_the_cpu_because_jetpack5s_python_cannot_run_the_application() -> None:
+    routes = {r.device_type: r for r in service_routes(supported_boards(None))}
+    xavier = routes["jetson-xavier"]
+    assert xavier.jetpack is None
+    assert xavier.manifest_entry()["inference_backend"] == "ort-cpu"
+    assert xavier.cpu_because is not None
+    assert "Python 3.8" in xavier.cpu_because
+    assert application_requires_python() in xavier.cpu_because
+    for device_type in ("jetson-agx-orin-devkit", "raspberrypi4-64"):
+        assert routes[device_type].cpu_because is None
+        assert "inference_backend" not in routes[device_type].manifest_entry()
+
+
+def test_a_jetpack_whose_python_fits_requires_python_gets_its_own_dockerfile_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The route follows requires-python (the single source the bundle check uses too), not a
+    list of device types."""
+    monkeypatch.setattr(jetson_target, "application_requires_python", lambda: ">=3.8")
+    files = dockerfiles(supported_boards(None))
+    assert resolved_for("jetson-xavier", files) == "Dockerfile.jetson-xavier"
+    assert "python3.8 -m venv --system-site-packages" in files["Dockerfile.jetson-xavier"]
+
+
+@pytest.mark.parametrize("device_type", DEVICE_TYPES, ids=str)
+def test_the_dockerfile_each_device_type_resolves_to_parses_and_builds_on_its_own_base(
+    device_type: str,
+) -> None:
+    text = generated_for(device_type)
+    commands = dockerfile.parse_string(text)
+    assert [c.cmd for c in commands if c.cmd not in INSTRUCTIONS] == []
+    build_base, run_base = base_images(text)
+    assert build_base.startswith(f"balenalib/{device_type}-") and build_base.endswith("-build")
+    assert run_base.startswith(f"balenalib/{device_type}-") and run_base.endswith("-run")
+    assert python_runs_application(python_of(text), application_requires_python()), (
+        f"{device_type}'s venv Python {python_of(text)} is outside requires-python"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(dockerfiles(supported_boards(None))), ids=str)
+def test_every_generated_dockerfile_parses_with_only_known_instructions(name: str) -> None:
+    commands = dockerfile.parse_string(dockerfiles(supported_boards(None))[name])
+    assert [c.cmd for c in commands if c.cmd not in INSTRUCTIONS] == []
+    assert sum(c.cmd == "FROM" for c in commands) == 2
 
 
 @pytest.mark.parametrize("template", DOCKERFILES, ids=lambda p: p.name)
@@ -189,12 +296,13 @@ def test_dockerfile_template_parses_with_only_known_instructions(template: Path)
     assert sum(c.cmd == "FROM" for c in commands) >= 1
 
 
-@pytest.mark.parametrize("template", DOCKERFILES, ids=lambda p: p.name)
-def test_dockerfile_template_passes_the_lint_rules_for_every_device_type(template: Path) -> None:
-    device_types = [b.balena_device_type for b in supported_boards(None)]
-    assert device_types, "no board profile names a balena device type"
-    for device_type in device_types:
-        assert dockerfile_findings(expanded(template, device_type)) == [], device_type
+@pytest.mark.parametrize("device_type", DEVICE_TYPES, ids=str)
+def test_generated_dockerfile_passes_the_lint_rules_for_each_device_type(
+    device_type: str,
+) -> None:
+    text = generated_for(device_type)
+    assert not re.search(r"@[A-Z_]+@", text), "an unfilled placeholder"
+    assert dockerfile_findings(text) == [], device_type
 
 
 @pytest.mark.parametrize(
@@ -250,17 +358,18 @@ def test_lint_rules_accept_what_they_should() -> None:
     assert dockerfile_findings(clean) == []
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS + JETSON_SCRIPTS, ids=lambda p: p.name)
 def test_shell_script_parses_and_stops_on_errors(script: Path) -> None:
     text = render(script, {})
     shebang = text.splitlines()[0]
     assert shebang in {"#!/bin/sh", "#!/bin/bash", "#!/usr/bin/env bash"}, shebang
     assert re.search(r"^set -eu(o pipefail)?$", text, re.MULTILINE), "set -eu near the top"
-    for shell in ("sh", "bash"):
+    shells = ("sh", "bash") if shebang == "#!/bin/sh" else ("bash",)
+    for shell in shells:
         subprocess.run([shell, "-n", str(script)], check=True)
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS + JETSON_SCRIPTS, ids=lambda p: p.name)
 def test_shell_script_passes_shellcheck(script: Path) -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:

@@ -100,6 +100,7 @@ def test_doctor_json_output_and_exit_code(
         "board",
         "cpu",
         "onnxruntime",
+        "jetpack",
         "tensorrt",
         "inference_backend",
         "audio",
@@ -115,3 +116,56 @@ def test_doctor_json_output_and_exit_code(
     passing = runner.invoke(cli, args, standalone_mode=False)
     assert passing.return_value == 0
     assert json.loads(passing.output)["status"] in {"ok", "warn"}
+
+
+def _jetson_root(tmp_path: Path) -> Path:
+    root = tmp_path / "jetson"
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\0")
+    return root
+
+
+def test_jetpack_check_names_each_library_it_finds_with_its_version(
+    make_config: ConfigFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    """JetPack's libraries cannot be installed here: stand-in files with JetPack 6's names."""
+    install_model(data_dir)
+    root = _jetson_root(tmp_path)
+    libs = root / "usr/lib/aarch64-linux-gnu"
+    libs.mkdir(parents=True)
+    for name in ("libcudnn.so.9", "libcudnn.so.9.3.0", "libnvinfer.so.10.3.0"):
+        (libs / name).touch()
+    cuda = root / "usr/local/cuda/targets/aarch64-linux/lib"
+    cuda.mkdir(parents=True)
+    (cuda / "libcudart.so.12.6.68").touch()
+    check = checks_by_name(run_doctor(make_config(), root=root, machine="aarch64"))["jetpack"]
+    assert check.data["found"]["CUDA"] == "12.6.68"
+    assert check.data["found"]["cuDNN"] == "9.3.0"
+    assert check.data["found"]["TensorRT"] == "10.3.0"
+    assert "CUDA 12.6.68, cuDNN 9.3.0, TensorRT 10.3.0" in check.detail
+    # No tensorrt module in this test's Python: the bindings are what is missing.
+    assert check.status == Status.WARN
+    assert check.fix and "python3-libnvinfer" in check.fix and "--system-site-packages" in check.fix
+    assert "libnvinfer10" not in check.fix, "TensorRT was found: do not ask to install it"
+
+
+def test_jetpack_check_says_what_to_install_for_each_missing_piece_and_fails_when_required(
+    make_config: ConfigFactory, data_dir: Path, tmp_path: Path
+) -> None:
+    install_model(data_dir)
+    root = _jetson_root(tmp_path)
+    config = make_config(inference={"backend": "tensorrt"})
+    check = checks_by_name(run_doctor(config, root=root, machine="aarch64"))["jetpack"]
+    assert check.status == Status.FAIL
+    assert "CUDA missing, cuDNN missing, TensorRT missing" in check.detail
+    assert check.fix
+    for package in ("cuda-cudart-12-6", "libcudnn9-cuda-12", "libnvinfer10", "python3-libnvinfer"):
+        assert package in check.fix
+
+
+def test_jetpack_check_is_skipped_off_a_jetson(
+    make_config: ConfigFactory, data_dir: Path, pi_root: Path
+) -> None:
+    install_model(data_dir)
+    check = checks_by_name(run_doctor(make_config(), root=pi_root, machine="aarch64"))["jetpack"]
+    assert check.status == Status.SKIP

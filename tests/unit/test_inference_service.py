@@ -226,3 +226,13 @@ def test_the_top_class_is_numpys_argmax_and_softmax_score(classes: int, logits: 
         assert score == pytest.approx(wanted, rel=1e-5)
     with_nan = np.array([0.1, np.nan, 0.3], dtype=np.float32)
     assert top_class(with_nan, logits=logits)[0] == int(with_nan.argmax())
+
+
+def test_the_cpu_fast_path_answers_exactly_what_the_public_session_run_does(
+    tmp_path: Path,
+) -> None:
+    loaded = make_service(tmp_path, precision="fp32").start().loaded
+    assert loaded._native is not None  # type: ignore[attr-defined]  # OrtModel's fast path
+    batch = normalise(make_dataset(3, seed=4)[0])
+    public = loaded.session.run(None, {"image": batch})[0]  # type: ignore[attr-defined]
+    assert np.array_equal(loaded.run(batch), public)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import uuid
 from pathlib import Path
 
 import pytest
 
 from edge.errors import MessageRejectedError, OutboxFullError
-from edge.outbox.message import OutboxMessage
+from edge.outbox.message import OutboxMessage, new_message_id
 from edge.outbox.store import SQLITE_SETTINGS, Outbox
 from tests.support.fake_clock import FakeClock
 
@@ -274,3 +276,62 @@ def test_deleting_a_batch_adjusts_every_priority_once(outbox: Outbox) -> None:
     assert stats.depth_by_priority == {30: 1, 20: 2}
     assert stats.delivered_total == 7
     assert stats.bytes == sum(len(m.to_bytes()) for m in messages[7:])
+
+
+def test_rows_in_the_earlier_one_object_layout_are_still_read(outbox: Outbox) -> None:
+    """Outboxes written before the header + payload layout drain after an update."""
+    new = outbox.put("defect", {"n": 1, "text": "naïve"})
+    fields = new.header() | {"payload": {"n": 0, "text": "naïve"}, "seq": new.seq + 1}
+    earlier = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+    outbox._cache.set(f"m:{new.seq + 1:020d}", earlier)  # as ``Cache.set`` stored it then
+    old = outbox.get(new.seq + 1)
+    assert old is not None and old.payload == {"n": 0, "text": "naïve"}
+    assert [m.payload["n"] for m in outbox.peek(5)] == [1, 0]
+    assert OutboxMessage.from_bytes(new.to_bytes()) == new
+
+
+def test_the_payload_is_stored_as_the_json_text_that_goes_on_the_wire(outbox: Outbox) -> None:
+    payload = {"class": "scratch", "score": 0.97, "where": [1, 2], "note": 'é\n"q"'}
+    message = outbox.put("defect", payload)
+    stored = outbox.get(message.seq)
+    assert stored is not None and stored.payload == payload
+    envelope = stored.envelope(device="d-1", site='s"1', created_at=1.5e9, time_source="wall")
+    assert (
+        envelope
+        == json.dumps(
+            {
+                "id": message.id,
+                "kind": "defect",
+                "device": "d-1",
+                "site": 's"1',
+                "created_at": "2017-07-14T02:40:00.000+00:00",
+                "time_source": "wall",
+                "data": payload,
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+    )
+
+
+def test_payloads_json_cannot_carry_are_refused_before_storing(outbox: Outbox) -> None:
+    with pytest.raises(MessageRejectedError, match="not JSON-serialisable"):
+        outbox.put("defect", {"score": math.nan})
+    with pytest.raises(MessageRejectedError, match="not JSON-serialisable"):
+        outbox.put("defect", {"text": "\ud800"})  # a lone surrogate has no UTF-8 form
+    assert len(outbox) == 0
+
+
+def test_removing_delivered_messages_leaves_puts_fully_synced(outbox: Outbox) -> None:
+    """Deletes skip the fsync (a lost delete only resends); acceptance never does."""
+    messages = [outbox.put("defect", {"n": n}) for n in range(3)]
+    assert outbox.remove_delivered(messages[:2]) == 2
+    assert outbox.remove_expired([messages[2]]) == 1
+    ((level,),) = outbox._cache._sql("PRAGMA synchronous").fetchall()
+    assert level == SQLITE_SETTINGS["sqlite_synchronous"] == 2
+
+
+def test_message_ids_are_random_version_4_uuids() -> None:
+    ids = {new_message_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(uuid.UUID(text).version == 4 and str(uuid.UUID(text)) == text for text in ids)

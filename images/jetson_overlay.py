@@ -1,0 +1,64 @@
+"""What a Jetson flash bundle adds on top of NVIDIA's own root file system: the appliance's
+config, units (enabled), SSH and sudo policy, and the data dir with its models — as a tree
+that becomes the bundle's overlay tarball.
+
+The same files as a Pi image's (``images.system_files``), less what NVIDIA's Ubuntu sample root
+file system does its own way: its fstab, its networking (NetworkManager), no boot partition.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edge.board import BoardProfile
+from images.build import chown_tree, stage_data
+from images.paths import REPO_ROOT
+from images.recipe import Recipe
+from images.rootfs import APP_UID
+from images.system_files import BOOT_MOUNT, DATA_MOUNT, SystemSettings, install_system_files
+
+# Left to NVIDIA's sample root file system.
+NOT_IN_OVERLAY = (
+    "etc/fstab",
+    "etc/systemd/network",
+    "etc/systemd/system/systemd-networkd-wait-online.service.d",
+    str(BOOT_MOUNT),
+)
+
+
+def build_overlay(
+    recipe: Recipe, board: BoardProfile, cache_dir: Path, tree: Path
+) -> tuple[Path, Path]:
+    """The overlay under ``tree`` (replaced if there); returns (tree, its data dir)."""
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.mkdir(parents=True)
+    settings = SystemSettings(
+        board=board.name,
+        hostname=recipe.hostname,
+        services={str(name): enabled for name, enabled in recipe.services.items()},
+        has_vosk_model=recipe.vosk_model is not None,
+        boot_medium=board.boot_medium,
+    )
+    install_system_files(tree, None, settings)
+    for relative in NOT_IN_OVERLAY:
+        path = tree / relative
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    boot = tree / BOOT_MOUNT.parent
+    if boot.is_dir() and not any(boot.iterdir()):
+        boot.rmdir()
+    for user in recipe.users:
+        if user.ssh_keys:
+            ssh = tree / "home" / user.name / ".ssh"
+            ssh.mkdir(parents=True, mode=0o700)
+            (ssh / "authorized_keys").write_text("\n".join(user.ssh_keys) + "\n")
+            (ssh / "authorized_keys").chmod(0o600)
+    data = tree / DATA_MOUNT
+    stage_data(recipe, data, REPO_ROOT, cache_dir)
+    chown_tree(data, APP_UID)
+    data.chmod(0o750)
+    return tree, data
