@@ -17,11 +17,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edge.config.model import MoltbotConfig
 from edge.errors import MoltbotError
 
 PREFIX = "MOLTBOT-SELFTEST:"
+WATCHDOG_SYSFS = Path("/sys/class/watchdog")
 
 
 @dataclass
@@ -109,6 +111,34 @@ def storage(config: MoltbotConfig) -> tuple[bool, str]:
     )
 
 
+def hardware_watchdog(sysfs: Path = WATCHDOG_SYSFS) -> tuple[bool, str]:
+    """Whether a hardware watchdog is armed (systemd's ``RuntimeWatchdogSec`` in images): a
+    hang then resets the board. A board without one passes, and says so; one that has a
+    watchdog nobody armed fails."""
+    devices = sorted(sysfs.glob("watchdog[0-9]*")) if sysfs.is_dir() else []
+    if not devices:
+        return True, "none on this board: a hang is not reset"
+    found = []
+    for device in devices:
+        identity = _sysfs_text(device / "identity") or device.name
+        state = _sysfs_text(device / "state")
+        if state == "active":
+            timeout = _sysfs_text(device / "timeout")
+            return True, f"{identity} active, timeout {timeout or '?'} s"
+        found.append(f"{identity} {state or 'state unknown'}")
+    return False, (
+        f"{', '.join(found)}: not armed (systemd's RuntimeWatchdogSec in "
+        "/etc/systemd/system.conf.d/moltbot-watchdog.conf arms it at boot)"
+    )
+
+
+def _sysfs_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
 def reference_inference(config: MoltbotConfig) -> str:
     """The active model, loaded here on this board's backend order, reference-checked."""
     from edge.wiring import inference_service  # noqa: PLC0415 - onnxruntime only when needed
@@ -157,6 +187,7 @@ def run_selftest(
         except MoltbotError as exc:
             record("reference inference", False, str(exc))
     record("storage", *storage(config))
+    record("watchdog", *hardware_watchdog())
     if check_boot:
         ok, detail = boot_state(max(10.0, timeout_s - (time.monotonic() - started)))
         record("system", ok, detail)

@@ -11,6 +11,10 @@ JetPack 6, 3.8 on JetPack 5). So the bundle does not replace the BSP's ``rootfs/
 - ``install-appliance.sh``: run by ``flash.sh`` after ``apply_binaries.sh``; inside the sample
   root file system it installs the JetPack runtime packages and makes the venv on the system
   Python with ``--system-site-packages``;
+- RAUC's configuration for NVIDIA's rootfs A/B, in the overlay: ``/etc/rauc/system.conf``
+  (``bootloader=custom``, slots APP/APP_b), the ``nvbootctrl`` backend script and the keyring
+  (the update CA certificate only; :mod:`images.jetson_overlay`). ``flash.sh --rootfs-ab``
+  flashes with NVIDIA's ``ROOTFS_AB=1``;
 - ``flash.sh``, ``bundle.env`` (what the recipe expects of the BSP and board), ``manifest.json``
   (with the JetPack, CUDA, cuDNN and TensorRT versions targeted), SBOM, ``SHA256SUMS``, README.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 from edge import __version__
 from edge.board import BoardProfile
 from edge.files import sha256_file
-from images.build import BuildReport, clamp_times, start_build, tree_digest
+from images.build import BuildReport, clamp_times, start_build, tree_digest, update_signing
 from images.jetson_overlay import build_overlay
 from images.jetson_target import JetPackTarget, PythonTarget, target_for
 from images.jetson_wheelhouse import build_wheelhouse, install_requirement
@@ -34,6 +38,7 @@ from images.rootfs import APP_UID, APP_USER
 from images.run import ToolError, run
 from images.system_files import DATA_MOUNT
 from images.tree_sizes import tree_bytes
+from images.update_bundle import compatible_for
 
 JETSON_FILES = Path(__file__).with_name("jetson")
 FLASH_SCRIPT = Path(__file__).with_name("jetson_flash.sh")
@@ -94,7 +99,7 @@ def bundle_env(
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
 
 
-def bundle_readme(board: BoardProfile, target: JetPackTarget) -> str:
+def bundle_readme(board: BoardProfile, target: JetPackTarget, compatible: str) -> str:
     assert board.l4t is not None  # noqa: S101 - checked by bundle_env first
     return f"""# Moltbot Edge flash bundle for {board.description}
 
@@ -124,6 +129,27 @@ not let us ship them):
 On first boot the appliance builds its TensorRT engines for this GPU and caches them under
 /var/lib/moltbot/engines. `moltbot doctor` says which of CUDA, cuDNN, TensorRT and its Python
 bindings it found.
+
+## A/B updates (NVIDIA's rootfs A/B + RAUC)
+
+`sudo ./flash.sh /path/to/Linux_for_Tegra --rootfs-ab` flashes with NVIDIA's rootfs A/B layout:
+it runs `sudo ROOTFS_AB=1 tools/kernel_flash/l4t_initrd_flash.sh {board.l4t.board_config}
+{board.l4t.root_device}`, which makes two root partitions, APP (slot A, nvbootctrl rootfs slot
+0) and APP_b (slot B, slot 1); UEFI boots the active one and falls back to the other after
+failed boots. `sudo nvbootctrl -t rootfs dump-slots-info` on the board shows both.
+
+The appliance carries RAUC's configuration for it: `/etc/rauc/system.conf` (compatible
+`{compatible}`, `bootloader=custom`), `/usr/lib/moltbot/rauc-nvbootctrl-backend` (RAUC's
+get/set-primary, get/set-state and get-current as `nvbootctrl -t rootfs` calls) and
+`/etc/rauc/keyring.pem` (the update CA certificate; no private key is in this bundle). An update
+is the ext4 image of a root file system signed into a bundle on the build host
+(`moltbot image bundle ROOTFS.ext4 --keys KEYS --compatible {compatible} --version V --out
+update.raucb`); on the board `rauc install update.raucb` writes it into the slot that is not
+running and makes that slot active; after the reboot the appliance's health gate marks it good
+(`nvbootctrl -t rootfs mark-boot-successful`) or the board returns to the old slot.
+
+Not tried on a Jetson: NVIDIA's A/B flash, nvbootctrl and RAUC on the board were not run where
+this bundle was made (see the project's README).
 """
 
 
@@ -141,14 +167,19 @@ def build_jetson_bundle(
     cache_dir: Path,
     *,
     python: PythonTarget | None = None,
+    update_keys: Path | None = None,
 ) -> BuildReport:
     """The bundle for ``recipe_path`` under ``out_dir/<recipe name>``. ``python`` overrides the
-    JetPack's own Python (tests install into a stand-in root file system with another one)."""
+    JetPack's own Python (tests install into a stand-in root file system with another one).
+    ``update_keys`` holds the CA certificate the device's RAUC trusts (default: the development
+    keys under the cache, as for Pi images)."""
     recipe, board, digest, epoch = start_build(
         recipe_path, "emmc", "Raspberry Pi recipes build SD-card images: moltbot image build"
     )
     target = target_for(board)
     python = python or target.python_target
+    keyring = update_signing(update_keys, cache_dir).keyring
+    compatible = compatible_for(board.name, recipe.name)
     bundle = out_dir / recipe.name
     if bundle.exists():
         shutil.rmtree(bundle)
@@ -159,7 +190,9 @@ def build_jetson_bundle(
         build_wheelhouse(python, cache_dir, bundle / WHEELHOUSE)
     work = cache_dir / "work" / recipe.name
     with report.stage("appliance overlay: config, units, models"):
-        tree, data = build_overlay(recipe, board, cache_dir, work / "overlay")
+        tree, data = build_overlay(
+            recipe, board, cache_dir, work / "overlay", compatible=compatible, keyring=keyring
+        )
         clamp_times(tree, epoch)
         report.tree_sha256["overlay"] = tree_digest(tree)
     with report.stage("overlay tarball and flash bundle"):
@@ -176,6 +209,11 @@ def build_jetson_bundle(
         manifest["l4t_release"] = board.l4t.release if board.l4t else None
         manifest["jetpack"] = target.versions()
         manifest["python_target"] = {"version": python.version, "glibc": python.glibc}
+        manifest["rauc"] = {
+            "compatible": compatible,
+            "bootloader": "custom (nvbootctrl, NVIDIA rootfs A/B)",
+            "keyring_sha256": sha256_file(keyring),
+        }
         (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         (bundle / "sbom.cdx.json").write_text(
             json.dumps(cyclonedx_sbom(manifest, digest), indent=2)
@@ -197,7 +235,7 @@ def build_jetson_bundle(
         for script, name in ((FLASH_SCRIPT, "flash.sh"), (INSTALL_SCRIPT, "install-appliance.sh")):
             shutil.copy2(script, bundle / name)
             (bundle / name).chmod(0o755)
-        (bundle / "README.md").write_text(bundle_readme(board, target))
+        (bundle / "README.md").write_text(bundle_readme(board, target, compatible))
         _write_sums(bundle)
     report.sizes_bytes["overlay_tarball"] = tarball.stat().st_size
     report.sizes_bytes["wheelhouse"] = wheels_bytes

@@ -6,6 +6,9 @@
 #   sudo ./flash.sh /path/to/Linux_for_Tegra            # checks, asks, then flashes
 #   ./flash.sh /path/to/Linux_for_Tegra --check-only    # every check, touches nothing
 #   sudo ./flash.sh /path/to/Linux_for_Tegra --yes      # no question (re-runs are safe)
+#   sudo ./flash.sh /path/to/Linux_for_Tegra --rootfs-ab
+#       # NVIDIA's rootfs A/B: two root partitions, APP and APP_b (ROOTFS_AB=1 to NVIDIA's
+#       # l4t_initrd_flash.sh), for RAUC updates through nvbootctrl; each slot gets half the room
 #
 # Before it touches anything it checks: the BSP's files, its Jetson Linux release against the
 # recipe's, that rootfs/ holds NVIDIA's sample root file system of the Ubuntu release the recipe
@@ -20,17 +23,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/bundle.env"
 
 usage() {
-    echo "usage: $0 LINUX_FOR_TEGRA_DIR [--check-only] [--yes]" >&2
+    echo "usage: $0 LINUX_FOR_TEGRA_DIR [--check-only] [--yes] [--rootfs-ab]" >&2
     exit 2
 }
 
 bsp=""
 check_only=0
 assume_yes=0
+rootfs_ab=0
 for arg in "$@"; do
     case "$arg" in
         --check-only) check_only=1 ;;
         --yes) assume_yes=1 ;;
+        --rootfs-ab) rootfs_ab=1 ;;
         -h|--help) usage ;;
         -*) echo "error: unknown option $arg" >&2; usage ;;
         *) bsp="$arg" ;;
@@ -41,6 +46,9 @@ done
 log="$here/flash-$(date -u +%Y%m%dT%H%M%SZ).log"
 exec > >(tee -a "$log") 2>&1
 echo "== moltbot flash: $BUNDLE_NAME for $BOARD ($BOARD_CONFIG), Jetson Linux R$L4T_VERSION (JetPack $JETPACK, Ubuntu $UBUNTU); log: $log"
+layout="one root partition (APP)"
+if [ "$rootfs_ab" -eq 1 ]; then layout="NVIDIA's rootfs A/B (APP and APP_b, ROOTFS_AB=1)"; fi
+echo "   layout: $layout"
 
 problems=()
 problem() { problems+=("$1"); echo "  ✗ $1"; }
@@ -142,10 +150,16 @@ fi
 needed_mib=$(( sample_mib + JETPACK_PACKAGES_MIB + APP_MIB + DATA_MIB + MODELS_MIB ))
 emmc_mib=$(( STORAGE_GB * 1000 * 1000 * 1000 / 1048576 ))
 usable_mib=$(( emmc_mib - NVIDIA_RESERVED_MIB ))
+room="the $STORAGE_GB GB eMMC ($usable_mib MiB after NVIDIA's boot partitions)"
+if [ "$rootfs_ab" -eq 1 ]; then
+    # Each slot holds a whole root file system, the data dir with it.
+    usable_mib=$(( usable_mib / 2 ))
+    room="one of the two A/B root partitions ($usable_mib MiB each on the $STORAGE_GB GB eMMC)"
+fi
 if [ "$needed_mib" -gt "$usable_mib" ]; then
-    problem "sample rootfs $sample_mib MiB + JetPack packages $JETPACK_PACKAGES_MIB MiB + appliance $APP_MIB MiB + data $DATA_MIB MiB + models $MODELS_MIB MiB = $needed_mib MiB do not fit the $STORAGE_GB GB eMMC ($usable_mib MiB after NVIDIA's boot partitions); shrink the recipe's data or models"
+    problem "sample rootfs $sample_mib MiB + JetPack packages $JETPACK_PACKAGES_MIB MiB + appliance $APP_MIB MiB + data $DATA_MIB MiB + models $MODELS_MIB MiB = $needed_mib MiB do not fit $room; shrink the recipe's data or models"
 else
-    ok "$needed_mib MiB fit the $STORAGE_GB GB eMMC ($usable_mib MiB usable)"
+    ok "$needed_mib MiB fit $room"
 fi
 
 if [ "${#problems[@]}" -gt 0 ]; then
@@ -171,8 +185,11 @@ echo "== NVIDIA apply_binaries.sh (the L4T user space and NVIDIA's apt source fr
 (cd "$bsp" && ./apply_binaries.sh)
 echo "== installing the appliance into $bsp/rootfs (JetPack packages, venv, units, models)"
 "$here/install-appliance.sh" --root "$bsp/rootfs"
-echo "== NVIDIA l4t_initrd_flash.sh $BOARD_CONFIG $ROOT_DEVICE"
-if ! (cd "$bsp" && ./tools/kernel_flash/l4t_initrd_flash.sh "$BOARD_CONFIG" "$ROOT_DEVICE"); then
+# NVIDIA's rootfs A/B is chosen at flash time by ROOTFS_AB=1 in the flash tool's environment.
+flash_env=()
+if [ "$rootfs_ab" -eq 1 ]; then flash_env=(ROOTFS_AB=1); fi
+echo "== NVIDIA ${flash_env[*]+${flash_env[*]} }l4t_initrd_flash.sh $BOARD_CONFIG $ROOT_DEVICE"
+if ! (cd "$bsp" && env "${flash_env[@]}" ./tools/kernel_flash/l4t_initrd_flash.sh "$BOARD_CONFIG" "$ROOT_DEVICE"); then
     echo "error: NVIDIA's flash failed (see $log). USB flashing is known to fail now and then:" >&2
     echo "       put the board back in recovery mode and run this script again." >&2
     exit 1

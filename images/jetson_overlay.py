@@ -4,6 +4,9 @@ that becomes the bundle's overlay tarball.
 
 The same files as a Pi image's (``images.system_files``), less what NVIDIA's Ubuntu sample root
 file system does its own way: its fstab, its networking (NetworkManager), no boot partition.
+RAUC's files are the Jetson's own: ``system.conf`` with ``bootloader=custom`` over NVIDIA's rootfs
+A/B (slots APP and APP_b, switched by ``nvbootctrl``) and the backend script that maps RAUC's
+calls onto ``nvbootctrl`` (:func:`install_rauc_files`).
 """
 
 from __future__ import annotations
@@ -12,11 +15,21 @@ import shutil
 from pathlib import Path
 
 from edge.board import BoardProfile
+from images.ab_slots import KEYRING as RAUC_KEYRING
+from images.ab_slots import RAUC_DATA_DIR
 from images.build import chown_tree, stage_data
 from images.paths import REPO_ROOT
 from images.recipe import Recipe
 from images.rootfs import APP_UID
+from images.run import ToolError
 from images.system_files import BOOT_MOUNT, DATA_MOUNT, SystemSettings, install_system_files
+from images.templates import render
+
+JETSON_FILES = Path(__file__).with_name("jetson")
+RAUC_SYSTEM_CONF_TEMPLATE = JETSON_FILES / "rauc-system.conf.in"
+RAUC_BACKEND_SCRIPT = JETSON_FILES / "rauc-nvbootctrl-backend.sh"
+RAUC_SYSTEM_CONF = Path("etc/rauc/system.conf")
+RAUC_BACKEND = Path("usr/lib/moltbot/rauc-nvbootctrl-backend")
 
 # Left to NVIDIA's sample root file system.
 NOT_IN_OVERLAY = (
@@ -28,9 +41,16 @@ NOT_IN_OVERLAY = (
 
 
 def build_overlay(
-    recipe: Recipe, board: BoardProfile, cache_dir: Path, tree: Path
+    recipe: Recipe,
+    board: BoardProfile,
+    cache_dir: Path,
+    tree: Path,
+    *,
+    compatible: str,
+    keyring: Path,
 ) -> tuple[Path, Path]:
-    """The overlay under ``tree`` (replaced if there); returns (tree, its data dir)."""
+    """The overlay under ``tree`` (replaced if there); returns (tree, its data dir).
+    ``compatible`` and ``keyring`` (the update CA certificate) are RAUC's."""
     if tree.exists():
         shutil.rmtree(tree)
     tree.mkdir(parents=True)
@@ -57,8 +77,48 @@ def build_overlay(
             ssh.mkdir(parents=True, mode=0o700)
             (ssh / "authorized_keys").write_text("\n".join(user.ssh_keys) + "\n")
             (ssh / "authorized_keys").chmod(0o600)
+    install_rauc_files(tree, compatible=compatible, keyring=keyring)
     data = tree / DATA_MOUNT
     stage_data(recipe, data, REPO_ROOT, cache_dir)
     chown_tree(data, APP_UID)
     data.chmod(0o750)
     return tree, data
+
+
+def render_rauc_system_conf(compatible: str) -> str:
+    """The Jetson's ``/etc/rauc/system.conf`` (``images/jetson/rauc-system.conf.in``)."""
+    return render(
+        RAUC_SYSTEM_CONF_TEMPLATE,
+        {
+            "COMPATIBLE": compatible,
+            "DATA_DIR": f"/{RAUC_DATA_DIR}",
+            "BACKEND": f"/{RAUC_BACKEND}",
+            "KEYRING": f"/{RAUC_KEYRING}",
+        },
+    )
+
+
+def install_rauc_files(tree: Path, *, compatible: str, keyring: Path) -> None:
+    """RAUC's system.conf, its nvbootctrl backend and the keyring (the CA certificate only)."""
+    if not keyring.is_file():
+        raise ToolError(
+            f"the update keyring {keyring} is missing",
+            where=str(keyring),
+            hint="moltbot image keys init DIR makes a development CA",
+        )
+    if b"PRIVATE KEY" in keyring.read_bytes():
+        raise ToolError(
+            f"the update keyring {keyring} holds a private key",
+            where=str(keyring),
+            hint="the keyring is the CA certificate (ca.cert.pem) only; keys stay on the builder",
+        )
+    conf = tree / RAUC_SYSTEM_CONF
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(render_rauc_system_conf(compatible))
+    conf.chmod(0o644)
+    (tree / RAUC_KEYRING).write_bytes(keyring.read_bytes())
+    (tree / RAUC_KEYRING).chmod(0o644)
+    backend = tree / RAUC_BACKEND
+    backend.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(RAUC_BACKEND_SCRIPT, backend)
+    backend.chmod(0o755)

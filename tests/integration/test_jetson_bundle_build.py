@@ -237,3 +237,35 @@ def test_bundle_and_fleet_project_carry_the_same_version_and_model_sha256s(
     assert manifest["builder_version"] == fleet["version"]
     assert {(m["name"], m["version"], m["sha256"]) for m in manifest["models"]} == expected
     assert manifest["jetpack"]["tensorrt"] in {v["tensorrt"] for v in fleet["jetpack"].values()}
+
+
+def test_bundle_ships_rauc_for_nvidias_rootfs_ab_with_the_ca_certificate_and_no_private_key(
+    bundle: Path, tmp_path: Path, cache: Path
+) -> None:
+    """The overlay's system.conf is loaded by the real rauc; the keyring is the development CA
+    certificate the fixture's build used (the cache's), and no file holds a private key."""
+    from tests.unit.test_jetson_rauc_config import rauc_loads
+
+    files = listing(bundle)
+    assert {"etc/rauc/system.conf", "etc/rauc/keyring.pem"} <= files
+    assert "usr/lib/moltbot/rauc-nvbootctrl-backend" in files
+    subprocess.run(
+        ["tar", "-I", "zstd", "-xf", str(bundle / "appliance-overlay.tar.zst"), "-C", str(tmp_path),
+         "./etc/rauc", "./usr/lib/moltbot/rauc-nvbootctrl-backend"],
+        check=True,
+    )  # fmt: skip
+    conf = (tmp_path / "etc/rauc/system.conf").read_text()
+    assert "compatible=moltbot-jetson-agx-orin-jetson-agx-orin-appliance\n" in conf
+    assert "bootloader=custom\n" in conf
+    result = rauc_loads(tmp_path / "etc/rauc/system.conf")
+    assert "Failed to load system config" not in result.stderr, result.stderr
+    keyring = (tmp_path / "etc/rauc/keyring.pem").read_bytes()
+    assert keyring == (cache / "update-keys" / "ca.cert.pem").read_bytes()
+    assert (tmp_path / "usr/lib/moltbot/rauc-nvbootctrl-backend").stat().st_mode & 0o111
+    unpacked = [p for p in tmp_path.rglob("*") if p.is_file()]
+    for path in [*unpacked, *(p for p in bundle.rglob("*") if p.is_file() and p.suffix != ".whl")]:
+        assert b"PRIVATE KEY" not in path.read_bytes(), path
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["rauc"]["compatible"] == "moltbot-jetson-agx-orin-jetson-agx-orin-appliance"
+    readme = (bundle / "README.md").read_text()
+    assert "--rootfs-ab" in readme and "ROOTFS_AB=1" in readme

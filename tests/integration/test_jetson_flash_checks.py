@@ -85,7 +85,10 @@ def make_bsp(
     calls = bsp / "calls.log"
     for script in ("flash.sh", "apply_binaries.sh", "tools/kernel_flash/l4t_initrd_flash.sh"):
         path = bsp / script
-        path.write_text(f'#!/bin/sh\necho "{script} $*" >> "{calls}"\n')
+        # Records NVIDIA's A/B switch too: ROOTFS_AB in the tool's environment.
+        path.write_text(
+            f'#!/bin/sh\necho "${{ROOTFS_AB:+ROOTFS_AB=$ROOTFS_AB }}{script} $*" >> "{calls}"\n'
+        )
         path.chmod(0o755)
     return bsp
 
@@ -232,3 +235,30 @@ def test_flash_run_keeps_nvidias_rootfs_and_installs_into_it_between_nvidias_too
         * 2
     )
     assert len(list(bundle.glob("flash-*.log"))) >= 1
+
+
+def test_rootfs_ab_halves_the_room_each_root_file_system_has_and_says_so(tmp_path: Path) -> None:
+    """With NVIDIA's rootfs A/B each of APP and APP_b holds a whole root file system (the data
+    dir with it): a bundle that fits the eMMC once is refused for A/B, naming the slots."""
+    bundle = make_bundle(tmp_path / "bundle", data_mib=30_000)
+    bsp = make_bsp(tmp_path)
+    lsusb = fake_lsusb(tmp_path, ORIN_IN_RECOVERY)
+    assert flash(bundle, bsp, lsusb, "--check-only").returncode == 0
+    result = flash(bundle, bsp, lsusb, "--check-only", "--rootfs-ab")
+    assert result.returncode == 3, result.stdout
+    assert "do not fit one of the two A/B root partitions" in result.stdout
+    assert "NVIDIA's rootfs A/B (APP and APP_b, ROOTFS_AB=1)" in result.stdout
+    assert not (bsp / "calls.log").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a flash run unpacks as root (CI runs as root)")
+def test_rootfs_ab_flash_passes_rootfs_ab_1_to_nvidias_flash_tool_only(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    bsp = make_bsp(tmp_path)
+    result = flash(bundle, bsp, fake_lsusb(tmp_path, ORIN_IN_RECOVERY), "--yes", "--rootfs-ab")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (bsp / "calls.log").read_text().splitlines() == [
+        "apply_binaries.sh ",
+        f"install-appliance.sh --root {bsp}/rootfs",
+        "ROOTFS_AB=1 tools/kernel_flash/l4t_initrd_flash.sh jetson-agx-orin-devkit internal",
+    ]

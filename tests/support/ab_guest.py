@@ -68,7 +68,7 @@ def make_bundles(built_image: Path, work: Path) -> Bundles:
     """The scenario's bundles in ``work/www``, made from the image's own root file system
     (slot A) and signed with the keys the image trusts (and, for one, with others)."""
     www = work / "www"
-    www.mkdir()
+    www.mkdir(parents=True)
     manifest = json.loads((built_image.parent / "manifest.json").read_text())
     compatible, first = manifest["update"]["compatible"], manifest["update"]["version"]
     keys = default_cache_dir() / "update-keys"  # the keys the image was built to trust
