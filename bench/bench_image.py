@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -27,12 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import yaml  # noqa: E402
 
 from images.build import build_image  # noqa: E402
-from images.configure import configure_image  # noqa: E402
 from images.qemu import HOST_FROM_GUEST, QemuBoot  # noqa: E402
+from images.rootfs import default_cache_dir  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker, free_port  # noqa: E402
+from tests.support.qemu_image import configured_copy  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 RECIPE = ROOT / "images" / "recipes" / "rpi4b.yaml"
@@ -46,11 +45,8 @@ def build(cache: Path, out: Path) -> dict[str, object]:
 def boot(image: Path, workdir: Path) -> dict[str, object]:
     broker = MosquittoBroker(workdir=workdir)
     broker.start()
-    site = workdir / "site.yaml"
-    site.write_text(yaml.safe_dump({"uplink": {"host": HOST_FROM_GUEST, "port": broker.port}}))
-    copy = workdir / "boot.img"
-    shutil.copyfile(image, copy)
-    configure_image(copy, site)
+    site: dict[str, object] = {"uplink": {"host": HOST_FROM_GUEST, "port": broker.port}}
+    copy = configured_copy(image, workdir, site)  # sparse: 1 GiB of data, not the 5 GiB raw
     qemu = QemuBoot(copy, workdir, api_port=free_port())
     qemu.start()
     healthz_s = None
@@ -111,7 +107,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if os.geteuid() != 0:
         sys.exit("bench_image needs root (it builds an image)")
-    cache = Path(os.environ.get("MOLTBOT_IMAGE_CACHE", ROOT / "images" / "cache"))
+    cache = default_cache_dir()  # the cache `make image` and the tests share
     results: dict[str, object] = {"host": platform.node(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
