@@ -29,6 +29,7 @@ from images.boot_path import (
 from images.devicetree import DeviceTree
 from images.disk import read_table
 from images.qemu import HOST_FROM_GUEST, QemuBoot
+from tests.support.ab_update import debugfs_cat, extract_partition
 from tests.support.collector import Collector
 from tests.support.models import defect_png
 from tests.support.mosquitto import MosquittoBroker, free_port
@@ -38,35 +39,16 @@ from tests.support.speech import speak
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(3600)]
 REPO = Path(__file__).parents[2]
 RECIPE = RPI4B_RECIPE
-SECTOR = 512
 API_TOKEN = "boot-test-token-0123456789abcdef"
-
-
-def partition_bytes(image: Path, index: int, target: Path) -> Path:
-    entry = read_table(image)["partitions"][index]
-    with image.open("rb") as source, target.open("wb") as out:
-        source.seek(entry["start"] * SECTOR)
-        remaining = entry["size"] * SECTOR
-        while remaining:
-            block = source.read(min(remaining, 8 << 20))
-            out.write(block)
-            remaining -= len(block)
-    return target
 
 
 @pytest.fixture(scope="session")
 def partitions(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("partitions")
     return {  # index 2 is root slot B: empty in a fresh image
-        name: partition_bytes(built_image, index, folder / f"{name}.img")
+        name: extract_partition(built_image, index, folder / f"{name}.img")
         for index, name in ((0, "boot"), (1, "root"), (3, "data"))
     }
-
-
-def debugfs_cat(partition: Path, path: str) -> bytes:
-    return subprocess.run(
-        ["debugfs", "-R", f"cat {path}", str(partition)], capture_output=True, check=True
-    ).stdout
 
 
 def mtype(partition: Path, path: str) -> str:
