@@ -12,6 +12,7 @@ still read.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -29,6 +30,13 @@ _encode_payload = json.JSONEncoder(
 ).encode
 _quote = json.encoder.encode_basestring  # a JSON string literal (the C encoder)
 PAYLOAD_SEPARATOR = b"\n"  # JSON text never holds a raw newline: it is escaped inside strings
+
+
+def _number(value: float) -> str:
+    """A number as the JSON encoder writes it."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float.__repr__(value)
+    return _encode(value)
 
 
 def new_message_id() -> str:
@@ -130,8 +138,21 @@ class OutboxMessage:
         }
 
     def to_bytes(self) -> bytes:
-        """The stored form: the header's JSON, a newline, the payload's JSON."""
-        return _encode(self.header()).encode() + PAYLOAD_SEPARATOR + self.payload_json
+        """The stored form: the header's JSON, a newline, the payload's JSON.
+
+        The header is byte for byte what the compact JSON encoder gives for :meth:`header`,
+        written out field by field (a put's hottest Python: half the encoder's time).
+        """
+        header = (
+            f'{{"id":{_quote(self.id)},"seq":{int(self.seq)},"kind":{_quote(self.kind)},'
+            f'"topic":{_quote(self.topic)},"qos":{int(self.qos)},'
+            f'"priority":{int(self.priority)},"created_wall":{_number(self.created_wall)},'
+            f'"created_trusted":{"true" if self.created_trusted else "false"},'
+            f'"created_boot_id":{_quote(self.created_boot_id)},'
+            f'"created_boottime":{_number(self.created_boottime)},'
+            f'"created_elapsed":{_number(self.created_elapsed)}}}'
+        )
+        return header.encode() + PAYLOAD_SEPARATOR + self.payload_json
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> OutboxMessage:

@@ -4,9 +4,10 @@ diskcache's per-key API costs two to four statements per key (a SELECT before ev
 cull query after every insert, a SELECT + UPDATE per ``incr``). The outbox's hot paths — a put,
 a burst of puts, a page of the backlog, a batch of acknowledged deletes — are one statement
 each here. They run on diskcache's own connection, inside the caller's ``Cache.transact()``,
-and store rows exactly as ``Cache.set`` does for a ``str`` key and a ``bytes``/``int`` value
-(raw key, ``MODE_RAW`` value inside SQLite, no expiry, no tag), so ``Cache.get``, ``iterkeys``
-and diskcache's count/size triggers see them as their own.
+and store rows as ``Cache.set`` does for a ``str`` key and a ``bytes``/``int`` value (raw key,
+``MODE_RAW`` value inside SQLite, no expiry), so ``Cache.get``, ``iterkeys`` and diskcache's
+count/size triggers see them as their own; message rows also carry their priority in the
+unindexed ``tag`` column (``tally.py`` counts by it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import diskcache
 from diskcache.core import MODE_RAW
@@ -24,7 +26,7 @@ MAX_SQL_VARIABLES = 900  # well under SQLite's limit (32 766 since 3.32; 999 bef
 
 _INSERT = (
     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
-    " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, ?, NULL, ?)"
+    " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, ?, 0, ?, NULL, ?)"
 )
 
 
@@ -33,12 +35,23 @@ def _connection(cache: diskcache.Cache) -> sqlite3.Connection:
     return connection
 
 
-def insert_values(cache: diskcache.Cache, rows: Sequence[tuple[str, bytes]]) -> None:
-    """Insert new keys (they must not exist yet: the table's unique index refuses them)."""
+def insert_values(cache: diskcache.Cache, rows: Sequence[tuple[str, bytes, int]]) -> None:
+    """Insert new (key, value, tag) rows (the keys must not exist yet: the table's unique
+    index refuses them)."""
     now = time.time()
-    _connection(cache).executemany(
-        _INSERT, [(key, now, now, MODE_RAW, sqlite3.Binary(value)) for key, value in rows]
+    connection = _connection(cache)
+    if len(rows) == 1:  # a single put: ``execute`` costs less than ``executemany``
+        ((key, value, tag),) = rows
+        connection.execute(_INSERT, (key, now, now, tag, MODE_RAW, value))
+        return
+    connection.executemany(
+        _INSERT, [(key, now, now, tag, MODE_RAW, value) for key, value, tag in rows]
     )
+
+
+def query(cache: diskcache.Cache, sql: str, parameters: Sequence[object] = ()) -> list[Any]:
+    """Every row a read-only statement gives."""
+    return _connection(cache).execute(sql, parameters).fetchall()
 
 
 def counter(cache: diskcache.Cache, key: str) -> int:
@@ -92,7 +105,19 @@ def add_to_counters(cache: diskcache.Cache, deltas: dict[str, int]) -> None:
     present = counters_named(cache, list(changed))
     now = time.time()
     for key in changed.keys() - present.keys():
-        connection.execute(_INSERT, (key, now, now, MODE_RAW, changed[key]))
+        connection.execute(_INSERT, (key, now, now, None, MODE_RAW, changed[key]))
+
+
+def set_counters(cache: diskcache.Cache, values: dict[str, int]) -> None:
+    """Set counters to values; a counter seen for the first time is inserted."""
+    connection = _connection(cache)
+    now = time.time()
+    for key, value in values.items():
+        updated = connection.execute(
+            "UPDATE Cache SET value = ? WHERE key = ? AND raw = 1", (value, key)
+        ).rowcount
+        if not updated:
+            connection.execute(_INSERT, (key, now, now, None, MODE_RAW, value))
 
 
 @functools.lru_cache(maxsize=16)

@@ -10,9 +10,10 @@ delivered or expired messages skips the fsync (see ``rows.commits_without_fsync`
 can only bring such messages back, to be sent again with the same id, never lose one.
 
 Layout inside the cache: ``m:<seq, 20 digits>`` → the message (a JSON header line, then the
-payload's JSON as sent: ``message.py``), in acceptance order;
-``s:<name>`` → counters (sequence, bytes, count per priority, delivered/expired/dropped totals)
-and the elapsed-clock checkpoint. Every change to messages and counters is one transaction.
+payload's JSON as sent: ``message.py``), in acceptance order, its priority in the row's tag;
+``s:<name>`` → counters (count per priority, bytes, delivered/expired/dropped totals, the
+sequence ceiling) and the elapsed-clock checkpoint. A put writes only its message rows: the
+counts and bytes are brought up to date by the transactions that delete (``tally.py``).
 
 Disk space: ``max_bytes`` caps what the outbox takes on disk — SQLite's used pages, its
 write-ahead log (bounded by a checkpoint threshold and ``journal_size_limit`` scaled to the cap)
@@ -42,7 +43,7 @@ import diskcache
 
 from edge.config.model import CacheSettings
 from edge.errors import MessageRejectedError, OutboxError, OutboxFullError
-from edge.outbox import rows
+from edge.outbox import rows, tally
 from edge.outbox.clock import (
     ClockCheckpoint,
     ClockSource,
@@ -53,14 +54,10 @@ from edge.outbox.clock import (
 )
 from edge.outbox.eviction import StoredEntry, choose_victims
 from edge.outbox.message import OutboxMessage, encode_payload, new_message_id, validate_kind
+from edge.outbox.tally import BYTES_KEY, MESSAGE_PREFIX, MESSAGES_END, MIRROR_KEY, message_key
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_PREFIX = "m:"
-MESSAGES_END = "m;"  # sorts after every message key
-COUNT_PREFIX = "s:count:"
-SEQ_KEY = "s:seq"
-BYTES_KEY = "s:bytes"
 CLOCK_KEY = "s:clock"
 TOTAL_KEYS = ("delivered", "expired", "dropped")
 LOWEST_PRIORITY = -(10**6)  # for kinds the priorities table does not name
@@ -90,14 +87,6 @@ SQLITE_SETTINGS: dict[str, Any] = {
     "tag_index": False,
     "timeout": 60,
 }
-
-
-def message_key(seq: int) -> str:
-    return f"{MESSAGE_PREFIX}{seq:020d}"
-
-
-def _count_key(priority: int) -> str:
-    return f"{COUNT_PREFIX}{priority}"
 
 
 def _total_key(name: str) -> str:
@@ -213,6 +202,7 @@ class Outbox:
         self._wal_limit_bytes = wal_pages_for(max_bytes) * DEFAULT_PAGE_BYTES
         self._measured: _Measurement | None = None
         self._cache = self._open_cache()
+        self._adopt_layout()
         self._ensure_reserve()
         raw_checkpoint = self._cache.get(CLOCK_KEY)
         last = ClockCheckpoint.from_json(json.loads(raw_checkpoint)) if raw_checkpoint else None
@@ -254,6 +244,13 @@ class Outbox:
         try:
             return diskcache.Cache(str(self.directory), **sqlite_settings(self.max_bytes))
         except (OSError, sqlite3.Error) as exc:
+            raise self._cannot_open(exc) from exc
+
+    def _adopt_layout(self) -> None:
+        try:
+            with self._cache.transact():
+                tally.adopt(self._cache)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             raise self._cannot_open(exc) from exc
 
     def _cannot_open(self, exc: Exception) -> OutboxError:
@@ -351,22 +348,25 @@ class Outbox:
         stamp = self._stamp()
         try:
             with self._cache.transact():
-                found = rows.counters_named(self._cache, (SEQ_KEY, BYTES_KEY))
+                head = tally.read_head(self._cache)
                 messages = [
                     self._message(event, seq, stamp)
-                    for seq, event in enumerate(events, start=found.get(SEQ_KEY, 0) + 1)
+                    for seq, event in enumerate(events, start=head.last_seq + 1)
                 ]
+                tally.reserve(self._cache, head, messages[-1].seq)
                 encoded = [message.to_bytes() for message in messages]
                 incoming = sum(len(raw) for raw in encoded)
-                if self._surely_fits(incoming, found.get(BYTES_KEY, 0)):
+                stored_at_most = head.counted_bytes + head.tail_rows * self.max_message_bytes
+                if self._surely_fits(incoming, stored_at_most):
                     kept = [True] * len(messages)
-                    self._insert(messages, encoded, {SEQ_KEY: len(messages)})
+                    self._insert(messages, encoded)
                 else:  # near the cap: one message at a time, evicting as the cap says
-                    rows.add_to_counters(self._cache, {SEQ_KEY: len(messages)})
                     kept, pending = [], 0
                     for message, raw in zip(messages, encoded, strict=True):
                         kept.append(self._insert_or_drop(message, raw, pending))
                         pending += len(raw) if kept[-1] else 0
+                if head.tail_rows + len(messages) >= tally.FOLD_EVERY:
+                    tally.fold(self._cache)
         except (
             OSError,
             sqlite3.OperationalError,
@@ -381,22 +381,15 @@ class Outbox:
                     listener(maybe)
         return stored
 
-    def _insert(
-        self,
-        messages: list[OutboxMessage],
-        encoded: list[bytes],
-        deltas: dict[str, int] | None = None,
-    ) -> None:
-        """Insert rows and move the counters (and ``deltas``) by them: two statements."""
+    def _insert(self, messages: list[OutboxMessage], encoded: list[bytes]) -> None:
+        """Insert the rows, each tagged with its priority: one statement, no counter."""
         rows.insert_values(
             self._cache,
-            [(message_key(m.seq), raw) for m, raw in zip(messages, encoded, strict=True)],
+            [
+                (message_key(m.seq), raw, m.priority)
+                for m, raw in zip(messages, encoded, strict=True)
+            ],
         )
-        deltas = (deltas or {}) | {BYTES_KEY: sum(len(raw) for raw in encoded)}
-        for message in messages:
-            key = _count_key(message.priority)
-            deltas[key] = deltas.get(key, 0) + 1
-        rows.add_to_counters(self._cache, deltas)
 
     def _insert_or_drop(self, message: OutboxMessage, raw: bytes, pending: int) -> bool:
         if self._make_room(message, len(raw), pending):
@@ -405,19 +398,20 @@ class Outbox:
         self._adjust_total("dropped", 1)
         return False
 
-    def _surely_fits(self, incoming: int, payload_bytes: int) -> bool:
+    def _surely_fits(self, incoming: int, payload_at_most: int) -> bool:
         """True when ``incoming`` bytes fit under the cap by a wide margin, judged without
         measuring SQLite's pages (three PRAGMAs and two ``stat`` calls per put).
 
         The estimate is the last measurement plus what the stored payload grew by since (every
-        process's puts count in the payload counter), times the measured overhead factor, plus
+        process's puts count: ``payload_at_most`` is the counted bytes plus the widest message
+        for each put not yet counted), times the measured overhead factor, plus
         the largest write-ahead log the checkpoint settings allow and this transaction's share
         of it. Near the cap (above ``SURE_SHARE`` of it) every put measures, as before.
         """
         last = self._measured
         if last is None:
             return False
-        growth = max(0, payload_bytes - last.payload_bytes)
+        growth = max(0, payload_at_most - last.payload_bytes)
         estimate = (
             last.pages_bytes
             + (growth + 2 * incoming) * last.factor
@@ -464,7 +458,7 @@ class Outbox:
         grows by them at commit, so they count twice until then.
         False: only messages of higher priority fill the outbox; the incoming one must go.
         """
-        payload = rows.counter(self._cache, BYTES_KEY)
+        payload = tally.read(self._cache).bytes
         pages_bytes, overhead_bytes = self._disk_usage()
         factor = min(8.0, max(1.0, pages_bytes / payload)) if payload else 1.0
         self._measured = _Measurement(pages_bytes, overhead_bytes, payload, factor)
@@ -526,7 +520,8 @@ class Outbox:
         return int(found[0][0][len(MESSAGE_PREFIX) :]) if found else None
 
     def last_seq(self) -> int:
-        return rows.counter(self._cache, SEQ_KEY)
+        """The last sequence number given out (it never goes down)."""
+        return tally.read_head(self._cache).last_seq
 
     def get(self, seq: int) -> OutboxMessage | None:
         raw = self._cache.get(message_key(seq))
@@ -553,10 +548,7 @@ class Outbox:
         return sum(self._counts().values())
 
     def _counts(self) -> dict[int, int]:
-        counters = rows.counters_between(self._cache, COUNT_PREFIX, COUNT_PREFIX[:-1] + ";")
-        return {
-            int(key.removeprefix(COUNT_PREFIX)): value for key, value in counters.items() if value
-        }
+        return tally.read(self._cache).counts
 
     # -- time ------------------------------------------------------------------------------
 
@@ -604,12 +596,15 @@ class Outbox:
 
     def _delete(self, items: Sequence[Queued], reason: str) -> int:
         """Delete stored messages (one statement per 900) and adjust the counters once per
-        priority; call inside a transaction. Returns how many were still there."""
+        priority, after folding the puts since the last fold into them (``tally.py``); call
+        inside a transaction. Returns how many were still there."""
+        tally.fold(self._cache)
         priority_of = {message_key(item.seq): item.priority for item in items}
         deleted = rows.delete_keys(self._cache, priority_of)
-        deltas = {BYTES_KEY: -sum(deleted.values()), _total_key(reason): len(deleted)}
+        freed = sum(deleted.values())
+        deltas = {BYTES_KEY: -freed, MIRROR_KEY: -freed, _total_key(reason): len(deleted)}
         for key in deleted:
-            count_key = _count_key(priority_of[key])
+            count_key = tally.count_key(priority_of[key])
             deltas[count_key] = deltas.get(count_key, 0) - 1
         rows.add_to_counters(self._cache, deltas)
         return len(deleted)
@@ -688,18 +683,18 @@ class Outbox:
     def stats(self) -> OutboxStats:
         oldest = next(self._iter_messages(), None)
         totals = {name: int(self._cache.get(_total_key(name), 0)) for name in TOTAL_KEYS}
-        counts = self._counts()
+        stored = tally.read(self._cache)
         pages_bytes, overhead_bytes = self._disk_usage()
         return OutboxStats(
-            depth=sum(counts.values()),
-            bytes=int(self._cache.get(BYTES_KEY, 0)),
+            depth=stored.depth,
+            bytes=stored.bytes,
             max_bytes=self.max_bytes,
             oldest_age_s=self.age_s(oldest[0]) if oldest else None,
             delivered_total=totals["delivered"],
             expired_total=totals["expired"],
             dropped_total=totals["dropped"],
             refused_total=self._refused_total,
-            depth_by_priority=counts,
+            depth_by_priority=stored.counts,
             disk_bytes=pages_bytes + overhead_bytes,
         )
 

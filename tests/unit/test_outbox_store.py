@@ -335,3 +335,36 @@ def test_message_ids_are_random_version_4_uuids() -> None:
     ids = {new_message_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(uuid.UUID(text).version == 4 and str(uuid.UUID(text)) == text for text in ids)
+
+
+@pytest.mark.parametrize(
+    ("created_wall", "created_elapsed", "topic"),
+    [
+        (1_733_390_000.123456, 12.5, "moltbot/site/dev/defect"),
+        (0, 0, 'moltbot/sité/\u00e9"q"/defect'),
+        (1e-7, 1e21, "t"),
+        (float("nan"), float("inf"), "t"),
+    ],
+)
+def test_the_stored_header_is_the_compact_json_of_the_message_fields(
+    created_wall: float, created_elapsed: float, topic: str
+) -> None:
+    message = OutboxMessage(
+        id=new_message_id(),
+        seq=12,
+        kind="defect",
+        topic=topic,
+        qos=1,
+        priority=-(10**6),
+        created_wall=created_wall,
+        created_trusted=False,
+        created_boot_id="b\u00f6ot",
+        created_boottime=3.25,
+        created_elapsed=created_elapsed,
+        payload={"a": 1},
+    )
+    header, _, payload = message.to_bytes().partition(b"\n")
+    assert (
+        header == json.dumps(message.header(), separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    assert payload == b'{"a":1}'

@@ -1,0 +1,223 @@
+"""The outbox's key layout and its counters (depth per priority, stored bytes), kept off the
+commit of a put.
+
+A put inserts its rows and nothing else: no counter row is written, so its commit syncs the
+pages diskcache itself writes for a ``set`` and no more. The counters in the ``s:`` rows hold
+what was counted up to a *watermark* (a sequence number, ``s:watermark``); the rows above it —
+the *tail*, the puts since — are added whenever the counters are read (one statement, so a
+reader sees one snapshot). The tail is folded into the counters inside every transaction that
+deletes (before deleting, so a delete only ever subtracts rows that were counted) and by a put
+once it is ``FOLD_EVERY`` rows long, which keeps reads cheap while the uplink is down for days.
+Each message row carries its priority in diskcache's (unindexed) ``tag`` column for that count.
+
+Sequence numbers: the last one given out is the highest of the highest stored key and the
+watermark (a fold always precedes a delete, so it never goes down). ``s:seq`` is a *ceiling*
+that every number given out stays under, raised ``SEQ_RESERVE`` at a time: a runtime from before
+this layout — after an A/B rollback — reads ``s:seq`` as the last number given out, so it never
+gives out one again. Such a runtime also moves ``s:bytes`` and the counts on each put and delete
+(and its rows have no ``tag``); ``s:bytes`` differing from ``s:bytes-mirror``, which only this
+module writes, says that it did, and the next fold counts everything again from the rows.
+An outbox from before this layout is taken over at open (:func:`adopt`): its counters were
+exact, so its watermark is its last sequence number and nothing is recounted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import diskcache
+
+from edge.outbox import rows
+
+MESSAGE_PREFIX = "m:"
+MESSAGES_END = "m;"  # sorts after every message key
+COUNT_PREFIX = "s:count:"
+SEQ_KEY = "s:seq"  # the ceiling of sequence numbers (before this layout: the last one given out)
+BYTES_KEY = "s:bytes"
+MIRROR_KEY = "s:bytes-mirror"  # s:bytes as this module last left it
+WATERMARK_KEY = "s:watermark"
+FOLD_EVERY = 64  # tail rows a put lets pile up before it folds them into the counters
+SEQ_RESERVE = 4096  # sequence numbers the ceiling is raised by at a time
+
+
+def message_key(seq: int) -> str:
+    return f"{MESSAGE_PREFIX}{seq:020d}"
+
+
+def seq_of(key: str) -> int:
+    return int(key[len(MESSAGE_PREFIX) :])
+
+
+def count_key(priority: int) -> str:
+    return f"{COUNT_PREFIX}{priority}"
+
+
+@dataclass
+class Tally:
+    """Stored messages by priority, and their bytes (as stored)."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+    bytes: int = 0
+
+    @property
+    def depth(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, priority: int, count: int, size: int) -> None:
+        self.counts[priority] = self.counts.get(priority, 0) + count
+        self.bytes += size
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a put reads before giving out sequence numbers."""
+
+    last_seq: int  # the last sequence number given out
+    ceiling: int
+    watermark: int
+    counted_bytes: int  # bytes in the counters (the tail's are not in it)
+
+    @property
+    def tail_rows(self) -> int:
+        """Rows put since the last fold, at most (a burst's dropped messages leave gaps)."""
+        return self.last_seq - self.watermark
+
+
+# The statements spell out the key layout above (tests/unit/test_outbox_tally.py checks that).
+_TAIL = (
+    "key > printf('m:%020d', coalesce((SELECT value FROM Cache WHERE key = 's:watermark'"
+    " AND raw = 1), 0)) AND key < 'm;' AND raw = 1"
+)
+_HEAD_SQL = (
+    "SELECT (SELECT value FROM Cache WHERE key = 's:watermark' AND raw = 1),"
+    " (SELECT value FROM Cache WHERE key = 's:seq' AND raw = 1),"
+    " (SELECT value FROM Cache WHERE key = 's:bytes' AND raw = 1),"
+    " (SELECT key FROM Cache WHERE key > 'm:' AND key < 'm;' AND raw = 1"
+    "  ORDER BY key DESC LIMIT 1)"
+)
+_TAIL_SQL = (
+    "SELECT tag, count(*), total(length(value)) FROM Cache WHERE "  # noqa: S608 - constants only
+    + _TAIL
+    + " GROUP BY tag"
+)
+# The counters, s:bytes with its mirror, and the tail by priority: one statement, one snapshot.
+_TALLY_SQL = (
+    "SELECT 'count', key, value, 0 FROM Cache"  # noqa: S608 - constants only
+    " WHERE key > 's:count:' AND key < 's:count;' AND raw = 1"
+    " UNION ALL SELECT 'bytes', NULL,"
+    " (SELECT value FROM Cache WHERE key = 's:bytes' AND raw = 1),"
+    " (SELECT value FROM Cache WHERE key = 's:bytes-mirror' AND raw = 1)"
+    " UNION ALL SELECT 'tail', tag, count(*), total(length(value)) FROM Cache"
+    " WHERE " + _TAIL + " GROUP BY tag"
+)
+_ROWS_SQL = (
+    "SELECT key, tag, length(value), CASE WHEN tag IS NULL THEN value END FROM Cache"
+    " WHERE key > 'm:' AND key < 'm;' AND raw = 1"
+)
+
+
+def read_head(cache: diskcache.Cache) -> Head:
+    ((watermark, ceiling, counted_bytes, last_key),) = rows.query(cache, _HEAD_SQL)
+    watermark = int(watermark or 0)
+    last_stored = seq_of(str(last_key)) if last_key else 0
+    return Head(
+        last_seq=max(watermark, last_stored),
+        ceiling=int(ceiling or 0),
+        watermark=watermark,
+        counted_bytes=int(counted_bytes or 0),
+    )
+
+
+def reserve(cache: diskcache.Cache, head: Head, last_new: int) -> None:
+    """Keep the ceiling above ``last_new`` (inside the put's transaction)."""
+    if last_new > head.ceiling:
+        rows.set_counters(cache, {SEQ_KEY: last_new + SEQ_RESERVE})
+
+
+def read(cache: diskcache.Cache) -> Tally:
+    """The counters plus the tail: what is stored now. While a runtime from before this
+    layout has moved the counters (until the next fold), the rows are counted instead."""
+    tally, foreign = Tally(), False
+    for source, key, value, extra in rows.query(cache, _TALLY_SQL):
+        if source == "count":
+            tally.add(int(str(key)[len(COUNT_PREFIX) :]), int(value), 0)
+        elif source == "bytes":
+            tally.bytes += int(value or 0)
+            foreign = int(value or 0) != int(extra or 0)
+        elif key is None:  # a tail row without a priority tag: written before this layout
+            foreign = True
+        else:
+            tally.add(int(key), int(value), int(extra))
+    if foreign:
+        return count_rows(cache)[0]
+    tally.counts = {priority: n for priority, n in tally.counts.items() if n}
+    return tally
+
+
+def fold(cache: diskcache.Cache) -> None:
+    """Add the tail to the counters and move the watermark to the last message (inside a
+    transaction). Counts everything again when another writer moved the counters."""
+    found = rows.counters_named(cache, (BYTES_KEY, MIRROR_KEY))
+    if found.get(BYTES_KEY, 0) != found.get(MIRROR_KEY, 0):
+        recount(cache)
+        return
+    head = read_head(cache)
+    if head.tail_rows <= 0:
+        return
+    tail = Tally()
+    for tag, count, size in rows.query(cache, _TAIL_SQL):
+        if tag is None:
+            recount(cache)
+            return
+        tail.add(int(tag), int(count), int(size))
+    deltas = {count_key(p): n for p, n in tail.counts.items()}
+    rows.add_to_counters(cache, deltas | {BYTES_KEY: tail.bytes, MIRROR_KEY: tail.bytes})
+    rows.set_counters(cache, {WATERMARK_KEY: head.last_seq})
+
+
+def count_rows(cache: diskcache.Cache) -> tuple[Tally, int]:
+    """Every stored message counted from the rows, and the highest sequence number stored.
+    Rows written before this layout have no priority tag: it is read from their header."""
+    tally, last_stored = Tally(), 0
+    for key, tag, size, raw in rows.query(cache, _ROWS_SQL):
+        tally.add(int(tag) if tag is not None else _stored_priority(bytes(raw)), 1, int(size))
+        last_stored = max(last_stored, seq_of(str(key)))
+    return tally, last_stored
+
+
+def recount(cache: diskcache.Cache) -> None:
+    """Set the counters from the rows (inside a transaction)."""
+    tally, last_stored = count_rows(cache)
+    found = rows.counters_named(cache, (SEQ_KEY, WATERMARK_KEY))
+    stale = rows.counters_between(cache, COUNT_PREFIX, COUNT_PREFIX[:-1] + ";")
+    counts = dict.fromkeys(stale, 0) | {count_key(p): n for p, n in tally.counts.items()}
+    watermark = max(last_stored, found.get(SEQ_KEY, 0), found.get(WATERMARK_KEY, 0))
+    rows.set_counters(
+        cache,
+        counts
+        | {
+            BYTES_KEY: tally.bytes,
+            MIRROR_KEY: tally.bytes,
+            WATERMARK_KEY: watermark,
+            SEQ_KEY: watermark,
+        },
+    )
+
+
+def _stored_priority(raw: bytes) -> int:
+    """The priority in a stored row's header (either layout of ``message.py``)."""
+    cut = raw.find(b"\n")
+    header = json.loads(raw[:cut] if cut >= 0 else raw)
+    return int(header["priority"])
+
+
+def adopt(cache: diskcache.Cache) -> None:
+    """Take over an outbox written before this layout (inside a transaction; idempotent)."""
+    found = rows.counters_named(cache, (WATERMARK_KEY, SEQ_KEY, BYTES_KEY))
+    if WATERMARK_KEY in found:
+        return
+    # Before this layout the counters were exact and ``s:seq`` the last number given out.
+    rows.set_counters(
+        cache, {WATERMARK_KEY: found.get(SEQ_KEY, 0), MIRROR_KEY: found.get(BYTES_KEY, 0)}
+    )
