@@ -241,6 +241,13 @@ def _tensorrt_bindings() -> str | None:
         return "present"
 
 
+FIRST_JETPACK_FOR_THE_APPLIANCE = 6  # its Python (3.10) runs the appliance; JetPack 5's (3.8) not
+
+
+def _jetpack_major(jetpack: str) -> int:
+    return int(jetpack.partition(".")[0])
+
+
 def check_jetpack(context: DoctorContext) -> CheckResult:
     """On a Jetson: which of CUDA, cuDNN, TensorRT and its Python bindings are installed."""
     profile = _profile(context)
@@ -249,6 +256,19 @@ def check_jetpack(context: DoctorContext) -> CheckResult:
     found = jetpack_components(context.root)
     found["TensorRT Python bindings"] = _tensorrt_bindings()
     detail = ", ".join(f"{name} {version or 'missing'}" for name, version in found.items())
+    backend = context.config.inference.backend
+    if _jetpack_major(profile.l4t.jetpack) < FIRST_JETPACK_FOR_THE_APPLIANCE:
+        return CheckResult(
+            "jetpack",
+            Status.FAIL if backend == "tensorrt" else Status.WARN,
+            f"{detail}; JetPack {profile.l4t.jetpack}'s TensorRT bindings are built for its "
+            "Python 3.8, which cannot run the appliance (Python 3.10+)",
+            f"on JetPack {profile.l4t.jetpack} the appliance runs on its own Python with "
+            "inference on the CPU (inference.backend auto or ort-cpu); installing JetPack "
+            "packages does not change that. For TensorRT, use a Jetson with JetPack "
+            f"{FIRST_JETPACK_FOR_THE_APPLIANCE} (AGX Orin)",
+            data={"found": found},
+        )
     fixes = [fix for name, _, fix in JETPACK_LIBRARIES if found[name] is None]
     if found["TensorRT Python bindings"] is None:
         fixes.append(
@@ -257,7 +277,6 @@ def check_jetpack(context: DoctorContext) -> CheckResult:
         )
     if not fixes:
         return CheckResult("jetpack", Status.OK, detail, data={"found": found})
-    backend = context.config.inference.backend
     return CheckResult(
         "jetpack",
         Status.FAIL if backend == "tensorrt" else Status.WARN,

@@ -17,6 +17,13 @@ cache_option = click.option(
     help="Rootfs + wheel cache. Default: $MOLTBOT_IMAGE_CACHE or ~/.cache/moltbot-image.",
 )
 
+update_keys_option = click.option(
+    "--update-keys",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder with the update CA certificate (the devices' RAUC keyring) and the signing key "
+    "+ certificate (moltbot image keys init). Default: development keys under the cache.",
+)
+
 
 @click.group()
 def image() -> None:
@@ -79,12 +86,7 @@ def image_validate(recipe: Path) -> None:
     help="xz preset of the .img.xz: higher is smaller and slower (3: about 5 % smaller, "
     "3x the time).",
 )
-@click.option(
-    "--update-keys",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Folder with the update CA certificate (the image's keyring) and the signing key + "
-    "certificate (moltbot image keys init). Default: development keys under the cache.",
-)
+@update_keys_option
 @click.option("--no-bundle", is_flag=True, help="Skip the signed update bundle (.raucb).")
 @click.option(
     "--verify-reproducible",
@@ -274,12 +276,17 @@ def balena_generate(recipe: Path, out_dir: Path, device_types: tuple[str, ...]) 
     help="Folder; the bundle goes into OUT/<recipe name>/.",
 )
 @cache_option
-def image_jetson_bundle(recipe: Path, out_dir: Path, cache_dir: Path | None) -> None:
+@update_keys_option
+def image_jetson_bundle(
+    recipe: Path, out_dir: Path, cache_dir: Path | None, update_keys: Path | None
+) -> None:
     """Build a Jetson rootfs + flash bundle (flash.sh runs NVIDIA's tools from your BSP)."""
     from images.jetson import build_jetson_bundle  # noqa: PLC0415
     from images.rootfs import default_cache_dir  # noqa: PLC0415
 
-    report = build_jetson_bundle(recipe, out_dir, cache_dir or default_cache_dir())
+    report = build_jetson_bundle(
+        recipe, out_dir, cache_dir or default_cache_dir(), update_keys=update_keys
+    )
     for name, seconds in report.stages_s.items():
         click.echo(f"  {seconds:7.1f} s  {name}")
     click.echo(

@@ -169,3 +169,23 @@ def test_jetpack_check_is_skipped_off_a_jetson(
     install_model(data_dir)
     check = checks_by_name(run_doctor(make_config(), root=pi_root, machine="aarch64"))["jetpack"]
     assert check.status == Status.SKIP
+
+
+@pytest.mark.parametrize(("backend", "status"), [("auto", Status.WARN), ("tensorrt", Status.FAIL)])
+def test_on_a_jetpack_5_xavier_the_jetpack_check_points_to_the_cpu_route_not_to_packages(
+    make_config: ConfigFactory, data_dir: Path, tmp_path: Path, backend: str, status: Status
+) -> None:
+    """JetPack 5's TensorRT bindings are for Python 3.8: installing them cannot help."""
+    install_model(data_dir)
+    root = tmp_path / "xavier"
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Xavier Developer Kit\0")
+    libs = root / "usr/lib/aarch64-linux-gnu"
+    libs.mkdir(parents=True)
+    (libs / "libnvinfer.so.8.5.2").touch()
+    config = make_config(inference={"backend": backend})
+    check = checks_by_name(run_doctor(config, root=root, machine="aarch64"))["jetpack"]
+    assert check.status == status
+    assert "TensorRT 8.5.2" in check.detail and "Python 3.8" in check.detail
+    assert check.fix and "on the CPU" in check.fix and "JetPack 6" in check.fix
+    assert "apt-get install" not in check.fix
