@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from images import debugfs
 from images.devicetree import DeviceTree
 from images.disk import SECTOR, fat_offset, read_table
 from images.run import ToolError, require, run
@@ -115,8 +116,7 @@ class QemuBoot:
         table = read_table(self.image)
         slot_a = table["partitions"][1]  # type: ignore[index]
         source = f"{self.image}?offset={int(slot_a['start']) * SECTOR}"
-        listing = run(["debugfs", "-R", "ls -p /boot", source], step="list slot A's /boot")
-        names = [line.split("/")[5] for line in listing.splitlines() if line.count("/") >= 6]
+        names = debugfs.names_in(source, "/boot")
         files = []
         for prefix in ("vmlinuz-", "initrd.img-"):
             found = sorted(name for name in names if name.startswith(prefix))
@@ -126,12 +126,7 @@ class QemuBoot:
                     where=f"{self.image}: partition 2",
                     hint="rebuild the image",
                 )
-            local = self.workdir / found[-1]
-            run(
-                ["debugfs", "-R", f"dump /boot/{found[-1]} {local}", source],
-                step=f"extract {found[-1]}",
-            )
-            files.append(local)
+            files.append(debugfs.dump(source, f"/boot/{found[-1]}", self.workdir / found[-1]))
         disk_id = str(table["id"]).removeprefix("0x")
         return files[0], files[1], f"{disk_id}-02"
 

@@ -26,10 +26,12 @@ from images.boot_path import (
     initramfs_modules,
     read_initramfs_listing,
 )
+from images.debugfs import cat as debugfs_cat
+from images.debugfs import dump, link_target, names_in
 from images.devicetree import DeviceTree
 from images.disk import read_table
 from images.qemu import HOST_FROM_GUEST, QemuBoot
-from tests.support.ab_update import debugfs_cat, extract_partition
+from tests.support.ab_update import extract_partition
 from tests.support.collector import Collector
 from tests.support.models import defect_png
 from tests.support.mosquitto import MosquittoBroker, free_port
@@ -128,7 +130,7 @@ def test_boot_partition_starts_u_boot_whose_script_picks_a_root_slot(
     fstab = debugfs_cat(partitions["root"], "/etc/fstab").decode()
     assert "/dev/root  /  ext4" in fstab  # whichever slot U-Boot booted
     assert "/var/lib/moltbot  ext4" in fstab
-    boot_listing = debugfs_ls(partitions["root"], "/boot")
+    boot_listing = names_in(partitions["root"], "/boot")
     assert "vmlinuz" in boot_listing and "initrd.img" in boot_listing
 
 
@@ -148,7 +150,7 @@ def test_each_slot_trusts_only_the_update_ca_and_knows_both_slots(
     keyring = debugfs_cat(partitions["root"], "/etc/rauc/keyring.pem")
     assert keyring == (default_cache_dir() / "update-keys" / "ca.cert.pem").read_bytes()
     assert b"PRIVATE KEY" not in keyring
-    assert sorted(debugfs_ls(partitions["root"], "/etc/rauc")) == sorted(
+    assert sorted(names_in(partitions["root"], "/etc/rauc")) == sorted(
         [".", "..", "system.conf", "keyring.pem"]
     )
     watchdog = debugfs_cat(partitions["root"], "/etc/systemd/system.conf.d/moltbot-watchdog.conf")
@@ -240,25 +242,8 @@ def boot_file(partition: Path, name: str, target: Path) -> Path:
 def initrd(partitions: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The initrd U-Boot boots: slot A's /boot/initrd.img (a link to the versioned file)."""
     target = tmp_path_factory.mktemp("initrd") / "i"
-    name = debugfs_link(partitions["root"], "/boot/initrd.img")
-    subprocess.run(
-        ["debugfs", "-R", f"dump /boot/{name} {target}", str(partitions["root"])],
-        check=True,
-        capture_output=True,
-    )
-    return target
-
-
-def debugfs_link(partition: Path, path: str) -> str:
-    stat = subprocess.run(
-        ["debugfs", "-R", f"stat {path}", str(partition)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    found = re.search(r'Fast link dest: "([^"]+)"', stat)
-    assert found, stat
-    return found.group(1)
+    name = link_target(partitions["root"], "/boot/initrd.img")
+    return dump(partitions["root"], f"/boot/{name}", target)
 
 
 def test_initramfs_is_zstd_and_holds_fsck_for_the_ext4_root(initrd: Path) -> None:
@@ -305,16 +290,6 @@ def test_build_report_lists_the_boot_path_it_checked(built_image: Path) -> None:
     assert any(line.startswith("initramfs") and "/sd_vcc_reg" in line for line in pi4["drivers"])
 
 
-def debugfs_ls(partition: Path, path: str) -> list[str]:
-    listing = subprocess.run(
-        ["debugfs", "-R", f"ls -p {path}", str(partition)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line.split("/")[5] for line in listing.splitlines() if line.count("/") >= 6]
-
-
 def test_root_file_system_is_slimmed_but_keeps_licences_and_the_boot_drivers(
     built_image: Path, partitions: dict[str, Path]
 ) -> None:
@@ -326,12 +301,12 @@ def test_root_file_system_is_slimmed_but_keeps_licences_and_the_boot_drivers(
     largest = report["largest_directories_bytes"]["root"]
     assert "usr/lib/modules" in largest and "opt/moltbot/venv" in largest
     root = partitions["root"]
-    assert set(debugfs_ls(root, "/usr/share/doc/systemd")) <= {".", "..", "copyright"}
-    assert "copyright" in debugfs_ls(root, "/usr/share/doc/systemd")
-    assert set(debugfs_ls(root, "/usr/share/locale")) <= {".", "..", "locale.alias"}
+    assert set(names_in(root, "/usr/share/doc/systemd")) <= {".", "..", "copyright"}
+    assert "copyright" in names_in(root, "/usr/share/doc/systemd")
+    assert set(names_in(root, "/usr/share/locale")) <= {".", "..", "locale.alias"}
     excludes = debugfs_cat(root, "/etc/dpkg/dpkg.cfg.d/moltbot-slim-docs").decode()
     assert "path-include=/usr/share/doc/*/copyright" in excludes
-    version = next(name for name in debugfs_ls(root, "/usr/lib/modules") if name not in (".", ".."))
+    version = next(name for name in names_in(root, "/usr/lib/modules") if name not in (".", ".."))
     modules_dep = debugfs_cat(root, f"/usr/lib/modules/{version}/modules.dep").decode()
     assert "amdgpu.ko" not in modules_dep and "mlx5_core.ko" not in modules_dep
     assert "brcmfmac.ko" in modules_dep and "genet/genet.ko" in modules_dep

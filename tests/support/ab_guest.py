@@ -17,11 +17,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from images.debugfs import cat as debugfs_cat
 from images.qemu import HOST_FROM_GUEST, QemuBoot
 from images.rootfs import default_cache_dir
 from images.update_bundle import create_bundle
 from images.update_keys import init_keys, signing_files
-from tests.support.ab_update import debugfs_cat, derive_root, extract_partition
+from tests.support.ab_update import derive_root, extract_partition
 from tests.support.collector import Collector
 from tests.support.mosquitto import MosquittoBroker, free_port
 from tests.support.qemu_image import GuestApi, keep_console

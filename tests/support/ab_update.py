@@ -11,6 +11,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from images.debugfs import cat as debugfs_cat
 from images.disk import SECTOR, read_table
 
 
@@ -32,12 +33,6 @@ def extract_partition(image: Path, index: int, target: Path) -> Path:
         check=True,
     )
     return target
-
-
-def debugfs_cat(file_system: Path, path: str) -> bytes:
-    return subprocess.run(
-        ["debugfs", "-R", f"cat {path}", str(file_system)], capture_output=True, check=True
-    ).stdout
 
 
 def derive_root(
