@@ -108,7 +108,8 @@ def install_boot_partition_files(root: Path, boot: Path) -> None:
     uboot_script.compile_script(
         boot / "boot.scr", uboot_script.render_boot_script(kernel_args=KERNEL_ARGS)
     )
-    (boot / uboot_script.STATE_FILE).write_bytes(uboot_script.initial_state())
+    for name in uboot_script.STATE_FILES:
+        (boot / name).write_bytes(uboot_script.initial_state())
     (boot / "config.txt").write_text(
         "# Moltbot Edge: Raspberry Pi 4B, 64-bit. The firmware starts U-Boot, whose boot.scr\n"
         "# picks root slot A or B (RAUC's boot counters) and boots that slot's Debian kernel.\n"

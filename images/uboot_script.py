@@ -11,10 +11,12 @@ kernel arguments and, for tests, the boot command are chosen when it is rendered
 The image builder's part::
 
     compile_script(boot / "boot.scr")               # boot.scr (and boot.cmd beside it)
-    (boot / STATE_FILE).write_bytes(initial_state())
+    for name in STATE_FILES:
+        (boot / name).write_bytes(initial_state())
     fw_env_config(mount=PurePosixPath("/boot/firmware"))  # -> /etc/fw_env.config
 
-The state file is a U-Boot environment block as ``env export -c -s SIZE`` writes it and
+The state file (and its copy, which only the script reads and writes: see the template) is a
+U-Boot environment block as ``env export -c -s SIZE`` writes it and
 libubootenv reads it (one copy, no flags byte): a little-endian CRC32 of the data area, then
 ``name=value`` pairs, each ended by NUL, sorted by name, NUL up to ``SIZE``.
 """
@@ -45,6 +47,9 @@ STATE_SIZE = 0x1000
 # Not uboot.env: U-Boot's own FAT environment (rpi_arm64 keeps it there) would load that file as
 # its whole environment and lose its boot commands.
 STATE_FILE = "rauc-state.env"
+# Its second copy, written by the script after STATE_FILE and read when STATE_FILE is damaged.
+STATE_BACKUP_FILE = "rauc-state.bak"
+STATE_FILES = (STATE_FILE, STATE_BACKUP_FILE)
 # What U-Boot loads from the slot: Debian's stable names for the newest kernel and initrd.
 KERNEL_PATH = PurePosixPath("/boot/vmlinuz")
 INITRD_PATH = PurePosixPath("/boot/initrd.img")
@@ -80,6 +85,7 @@ def render_boot_script(
         template,
         {
             "STATE_FILE": STATE_FILE,
+            "STATE_BACKUP_FILE": STATE_BACKUP_FILE,
             "STATE_SIZE": hex(STATE_SIZE),
             "PART_A": str(SLOT_PARTITIONS["A"]),
             "PART_B": str(SLOT_PARTITIONS["B"]),

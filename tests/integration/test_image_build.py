@@ -103,7 +103,7 @@ def test_partition_table_and_file_systems_are_clean(
 def test_boot_partition_starts_u_boot_whose_script_picks_a_root_slot(
     built_image: Path, partitions: dict[str, Path], tmp_path: Path
 ) -> None:
-    from images.uboot_script import STATE_FILE, decode_environment
+    from images.uboot_script import STATE_FILES, decode_environment
 
     config = mtype(partitions["boot"], "config.txt")
     assert "arm_64bit=1" in config
@@ -118,15 +118,16 @@ def test_boot_partition_starts_u_boot_whose_script_picks_a_root_slot(
     for name in ("start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb", "u-boot.bin", "boot.scr"):
         assert f"::/{name}" in listing, name
     assert "vmlinuz" not in listing and "initrd.img" not in listing  # kernels live in the slots
-    state = tmp_path / STATE_FILE
-    subprocess.run(
-        ["mcopy", "-i", str(partitions["boot"]), f"::{STATE_FILE}", str(state)], check=True
-    )
-    assert decode_environment(state.read_bytes()) == {
-        "BOOT_ORDER": "A B",
-        "BOOT_A_LEFT": "3",
-        "BOOT_B_LEFT": "3",
-    }
+    for name in STATE_FILES:  # the state file and its copy
+        state = tmp_path / name
+        subprocess.run(
+            ["mcopy", "-i", str(partitions["boot"]), f"::{name}", str(state)], check=True
+        )
+        assert decode_environment(state.read_bytes()) == {
+            "BOOT_ORDER": "A B",
+            "BOOT_A_LEFT": "3",
+            "BOOT_B_LEFT": "3",
+        }, name
     fstab = debugfs_cat(partitions["root"], "/etc/fstab").decode()
     assert "/dev/root  /  ext4" in fstab  # whichever slot U-Boot booted
     assert "/var/lib/moltbot  ext4" in fstab

@@ -26,7 +26,9 @@ import pytest
 from images.uboot_script import (
     EXTRA_ARGS_FILE,
     EXTRA_ARGS_VARIABLE,
+    STATE_BACKUP_FILE,
     STATE_FILE,
+    STATE_FILES,
     STATE_SIZE,
     compile_script,
     decode_environment,
@@ -180,26 +182,27 @@ class AbDisk:
         _tool(["fw_setenv", "-c", str(self.config), name, value])
         self.put_state(self.state_copy.read_bytes())
 
-    def state_bytes(self) -> bytes:
-        self._copy_out()
-        return self.state_copy.read_bytes()
+    def state_bytes(self, name: str = STATE) -> bytes:
+        copy = self.workdir / f"copy-of-{name}"
+        _tool(["mcopy", "-o", "-n", "-i", self.fat, f"::{name}", str(copy)])
+        return copy.read_bytes()
 
     def put_variables(self, **variables: str) -> None:
         """A state file with exactly these variables, as the builder writes one."""
         self.put_state(encode_environment(variables, STATE_SIZE))
 
-    def put_state(self, data: bytes) -> None:
+    def put_state(self, data: bytes, name: str = STATE) -> None:
         source = self.workdir / "upload.env"
         source.write_bytes(data)
-        _tool(["mcopy", "-o", "-i", self.fat, str(source), f"::{STATE}"])
+        _tool(["mcopy", "-o", "-i", self.fat, str(source), f"::{name}"])
 
     def put_extra_args(self, text: str) -> None:
         source = self.workdir / EXTRA_ARGS_FILE
         source.write_text(text)
         _tool(["mcopy", "-o", "-i", self.fat, str(source), f"::{EXTRA_ARGS_FILE}"])
 
-    def remove_state(self) -> None:
-        _tool(["mdel", "-i", self.fat, f"::{STATE}"])
+    def remove_state(self, name: str = STATE) -> None:
+        _tool(["mdel", "-i", self.fat, f"::{name}"])
 
     def _copy_out(self) -> None:
         _tool(["mcopy", "-o", "-n", "-i", self.fat, f"::{STATE}", str(self.state_copy)])
@@ -238,8 +241,9 @@ def make_disk(workdir: Path, boot_script: Path, *, kernels: tuple[str, ...] = ("
     fat = workdir / "p1.img"
     _tool(["mkfs.vfat", "-F", "32", "-n", "BOOT", "-C", str(fat), str(PARTITIONS[0][1] * 1024)])
     _tool(["mcopy", "-i", str(fat), str(boot_script), "::boot.scr"])
-    (workdir / STATE).write_bytes(initial_state())
-    _tool(["mcopy", "-i", str(fat), str(workdir / STATE), f"::{STATE}"])
+    for name in STATE_FILES:  # as the image builder writes them
+        (workdir / name).write_bytes(initial_state())
+        _tool(["mcopy", "-i", str(fat), str(workdir / name), f"::{name}"])
     images.append(fat)
     for slot in ("A", "B"):
         root = workdir / f"root-{slot}"
@@ -420,18 +424,54 @@ def test_unusable_values_fall_back_to_safe_ones(disk: AbDisk, order: str, left: 
         assert counters(disk.state()) == ("A B", "2", "3")
 
 
-@pytest.mark.parametrize("damage", ["missing", "bad-crc"])
-def test_missing_or_damaged_state_file_means_the_defaults(disk: AbDisk, damage: str) -> None:
-    if damage == "missing":
-        disk.remove_state()
+def damage(disk: AbDisk, how: str, name: str) -> None:
+    if how == "missing":
+        disk.remove_state(name)
     else:
-        disk.put_variables(BOOT_ORDER="B A", BOOT_A_LEFT="1", BOOT_B_LEFT="1")
-        data = bytearray(disk.state_bytes())
+        data = bytearray(disk.state_bytes(name))
         data[20] ^= 0x01  # a torn write: the CRC no longer matches
-        disk.put_state(bytes(data))
+        disk.put_state(bytes(data), name)
+
+
+@pytest.mark.parametrize("how", ["missing", "bad-crc"])
+def test_both_state_copies_missing_or_damaged_means_the_defaults(disk: AbDisk, how: str) -> None:
+    for name in STATE_FILES:
+        disk.put_state(encode_environment({"BOOT_ORDER": "B A"}, STATE_SIZE), name)
+        damage(disk, how, name)
     boot = disk.boot()
+    assert "no readable state file; using the defaults" in boot.log
     assert boot.slot == "A"
     assert counters(disk.state()) == ("A B", "2", "3")
+
+
+@pytest.mark.parametrize("how", ["missing", "bad-crc"])
+def test_a_torn_state_file_is_read_from_its_copy_and_both_are_written_again(
+    disk: AbDisk, how: str
+) -> None:
+    """A power cut while U-Boot rewrote the state: the copy holds the last boot's state (here
+    slot B primary, A marked bad), not the defaults, which would start slot A again."""
+    last_boot = encode_environment(
+        {"BOOT_ORDER": "B", "BOOT_A_LEFT": "0", "BOOT_B_LEFT": "2"}, STATE_SIZE
+    )
+    for name in STATE_FILES:
+        disk.put_state(last_boot, name)
+    damage(disk, how, STATE_FILE)
+    boot = disk.boot()
+    assert f"state read from {STATE_BACKUP_FILE}" in boot.log
+    assert boot.slot == "B"
+    assert counters(disk.state()) == ("B", "0", "1")
+    assert disk.state_bytes(STATE_BACKUP_FILE) == disk.state_bytes(STATE_FILE)
+
+
+def test_the_copy_follows_every_attempt_and_linux_changes_reach_it_at_the_next_boot(
+    disk: AbDisk,
+) -> None:
+    disk.boot()
+    assert disk.state_bytes(STATE_BACKUP_FILE) == disk.state_bytes(STATE_FILE)
+    disk.fw_setenv("BOOT_ORDER", "B A")  # rauc install: Linux writes only the state file
+    assert decode_environment(disk.state_bytes(STATE_BACKUP_FILE))["BOOT_ORDER"] == "A B"
+    assert disk.boot().slot == "B"
+    assert decode_environment(disk.state_bytes(STATE_BACKUP_FILE)) == disk.state()
 
 
 def test_slot_without_a_kernel_is_counted_and_the_next_slot_boots(
