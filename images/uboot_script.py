@@ -47,7 +47,7 @@ STATE_SIZE = 0x1000
 # Not uboot.env: U-Boot's own FAT environment (rpi_arm64 keeps it there) would load that file as
 # its whole environment and lose its boot commands.
 STATE_FILE = "rauc-state.env"
-# Its second copy, written by the script after STATE_FILE and read when STATE_FILE is damaged.
+# Its second copy, written by the script just before STATE_FILE, read when STATE_FILE is damaged.
 STATE_BACKUP_FILE = "rauc-state.bak"
 STATE_FILES = (STATE_FILE, STATE_BACKUP_FILE)
 # What U-Boot loads from the slot: Debian's stable names for the newest kernel and initrd.

@@ -250,6 +250,7 @@ class Outbox:
         try:
             with self._cache.transact():
                 tally.adopt(self._cache)
+                tally.settle(self._cache)  # what a runtime from before tally.py left (rollback)
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             raise self._cannot_open(exc) from exc
 
@@ -360,11 +361,8 @@ class Outbox:
                 if self._surely_fits(incoming, stored_at_most):
                     kept = [True] * len(messages)
                     self._insert(messages, encoded)
-                else:  # near the cap: one message at a time, evicting as the cap says
-                    kept, pending = [], 0
-                    for message, raw in zip(messages, encoded, strict=True):
-                        kept.append(self._insert_or_drop(message, raw, pending))
-                        pending += len(raw) if kept[-1] else 0
+                else:
+                    kept = self._store_near_cap(messages, encoded)
                 if head.tail_rows + len(messages) >= tally.FOLD_EVERY:
                     tally.fold(self._cache)
         except (
@@ -391,12 +389,21 @@ class Outbox:
             ],
         )
 
-    def _insert_or_drop(self, message: OutboxMessage, raw: bytes, pending: int) -> bool:
-        if self._make_room(message, len(raw), pending):
+    def _store_near_cap(self, messages: list[OutboxMessage], encoded: list[bytes]) -> list[bool]:
+        """Near the cap: one message at a time, evicting as the cap says. A later message of
+        the burst may evict an earlier one (a defect after telemetry): that one is reported
+        dropped, and its bytes no longer count as this transaction's."""
+        stored: dict[int, int] = {}  # this burst's rows still stored → their size
+        for message, raw in zip(messages, encoded, strict=True):
+            victims = self._make_room(message, len(raw), sum(stored.values()))
+            if victims is None:
+                self._adjust_total("dropped", 1)
+                continue
+            for victim in victims:
+                stored.pop(victim.seq, None)
             self._insert([message], [raw])
-            return True
-        self._adjust_total("dropped", 1)
-        return False
+            stored[message.seq] = len(raw)
+        return [message.seq in stored for message in messages]
 
     def _surely_fits(self, incoming: int, payload_at_most: int) -> bool:
         """True when ``incoming`` bytes fit under the cap by a wide margin, judged without
@@ -449,14 +456,17 @@ class Outbox:
             hint="check the data partition (mounted read-only? failing SD card?)",
         )
 
-    def _make_room(self, incoming: OutboxMessage, size: int, pending: int = 0) -> bool:
+    def _make_room(
+        self, incoming: OutboxMessage, size: int, pending: int = 0
+    ) -> list[StoredEntry] | None:
         """Evict lowest-priority, oldest messages until ``size`` more bytes fit under the cap.
 
         The cap is on disk bytes (:meth:`_disk_usage`); a message takes more on disk than its
         length (SQLite rows, indexes, page slack), by a factor measured on what is stored.
         ``pending``: bytes this transaction stored already (a burst); the write-ahead log
         grows by them at commit, so they count twice until then.
-        False: only messages of higher priority fill the outbox; the incoming one must go.
+        Returns the messages evicted (none when it fits as it is); None: only messages of
+        higher priority fill the outbox, and the incoming one must go.
         """
         payload = tally.read(self._cache).bytes
         pages_bytes, overhead_bytes = self._disk_usage()
@@ -465,21 +475,21 @@ class Outbox:
         overhead_bytes += int(pending * factor)
         incoming_disk = int(size * factor)
         if pages_bytes + overhead_bytes + incoming_disk <= self.max_bytes:
-            return True
+            return []
         need_disk = (
             pages_bytes + overhead_bytes + incoming_disk - int(self.max_bytes * EVICT_TO_SHARE)
         )
         need = int(need_disk / factor) + 1
         victims = choose_victims(self._entries(), need, incoming.priority)
         if victims is None:
-            return False
+            return None
         self._delete(victims, "dropped")
         logger.warning(
             "outbox at its cap: dropped %d oldest lowest-priority message(s) for a %s message",
             len(victims),
             incoming.kind,
         )
-        return True
+        return victims
 
     def _disk_usage(self) -> tuple[int, int]:
         """(bytes of SQLite pages in use, bytes of its write-ahead log + the space reserve)."""
@@ -699,6 +709,13 @@ class Outbox:
         )
 
     def close(self) -> None:
+        """Fold the counters (``tally.py``: a runtime from before it, after an update is rolled
+        back, then finds them exact), save the clock checkpoint, close SQLite."""
+        try:
+            with self._cache.transact():
+                tally.fold(self._cache)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            logger.warning("cannot fold the outbox counters at close: %s", exc)
         self.checkpoint_clock()
         self._cache.close()
 

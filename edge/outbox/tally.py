@@ -14,11 +14,15 @@ Sequence numbers: the last one given out is the highest of the highest stored ke
 watermark (a fold always precedes a delete, so it never goes down). ``s:seq`` is a *ceiling*
 that every number given out stays under, raised ``SEQ_RESERVE`` at a time: a runtime from before
 this layout — after an A/B rollback — reads ``s:seq`` as the last number given out, so it never
-gives out one again. Such a runtime also moves ``s:bytes`` and the counts on each put and delete
-(and its rows have no ``tag``); ``s:bytes`` differing from ``s:bytes-mirror``, which only this
-module writes, says that it did, and the next fold counts everything again from the rows.
+gives out one again. Such a runtime moves ``s:seq`` by one per put, and ``s:bytes`` and the
+counts on each put and delete (its rows have no ``tag``); the mirrors ``s:seq-mirror`` and
+``s:bytes-mirror``, which only this module writes, differing from them says that it ran, even
+when it delivered everything it stored. The next put or delete then counts everything again
+from the rows and takes ``s:seq`` as the last number given out (:func:`recount`).
 An outbox from before this layout is taken over at open (:func:`adopt`): its counters were
-exact, so its watermark is its last sequence number and nothing is recounted.
+exact, so its watermark is its last sequence number and nothing is recounted. ``close`` folds
+the tail, so that a runtime from before this layout, started on the same data after an update
+is rolled back, finds its counters exact.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ COUNT_PREFIX = "s:count:"
 SEQ_KEY = "s:seq"  # the ceiling of sequence numbers (before this layout: the last one given out)
 BYTES_KEY = "s:bytes"
 MIRROR_KEY = "s:bytes-mirror"  # s:bytes as this module last left it
+SEQ_MIRROR_KEY = "s:seq-mirror"  # s:seq as this module last left it
 WATERMARK_KEY = "s:watermark"
 FOLD_EVERY = 64  # tail rows a put lets pile up before it folds them into the counters
 SEQ_RESERVE = 4096  # sequence numbers the ceiling is raised by at a time
@@ -96,6 +101,12 @@ _HEAD_SQL = (
     " (SELECT key FROM Cache WHERE key > 'm:' AND key < 'm;' AND raw = 1"
     "  ORDER BY key DESC LIMIT 1)"
 )
+_MIRRORS_SQL = (
+    "SELECT (SELECT value FROM Cache WHERE key = 's:seq' AND raw = 1),"
+    " (SELECT value FROM Cache WHERE key = 's:seq-mirror' AND raw = 1),"
+    " (SELECT value FROM Cache WHERE key = 's:bytes' AND raw = 1),"
+    " (SELECT value FROM Cache WHERE key = 's:bytes-mirror' AND raw = 1)"
+)
 _TAIL_SQL = (
     "SELECT tag, count(*), total(length(value)) FROM Cache WHERE "  # noqa: S608 - constants only
     + _TAIL
@@ -108,6 +119,9 @@ _TALLY_SQL = (
     " UNION ALL SELECT 'bytes', NULL,"
     " (SELECT value FROM Cache WHERE key = 's:bytes' AND raw = 1),"
     " (SELECT value FROM Cache WHERE key = 's:bytes-mirror' AND raw = 1)"
+    " UNION ALL SELECT 'seq', NULL,"
+    " (SELECT value FROM Cache WHERE key = 's:seq' AND raw = 1),"
+    " (SELECT value FROM Cache WHERE key = 's:seq-mirror' AND raw = 1)"
     " UNION ALL SELECT 'tail', tag, count(*), total(length(value)) FROM Cache"
     " WHERE " + _TAIL + " GROUP BY tag"
 )
@@ -118,6 +132,9 @@ _ROWS_SQL = (
 
 
 def read_head(cache: diskcache.Cache) -> Head:
+    """The sequence head, as a put needs it. It trusts the counters: a runtime from before this
+    layout cannot run beside this one (it is the other A/B slot's), and every process settles
+    what it left when it opens the outbox (:func:`settle`)."""
     ((watermark, ceiling, counted_bytes, last_key),) = rows.query(cache, _HEAD_SQL)
     watermark = int(watermark or 0)
     last_stored = seq_of(str(last_key)) if last_key else 0
@@ -129,10 +146,22 @@ def read_head(cache: diskcache.Cache) -> Head:
     )
 
 
+def settle(cache: diskcache.Cache) -> bool:
+    """Recount when a runtime from before this layout wrote since this module last did (inside
+    a transaction); True when it did."""
+    ((ceiling, ceiling_mirror, stored_bytes, bytes_mirror),) = rows.query(cache, _MIRRORS_SQL)
+    mirrored = (int(ceiling_mirror or 0), int(bytes_mirror or 0))
+    if (int(ceiling or 0), int(stored_bytes or 0)) == mirrored:
+        return False
+    recount(cache)
+    return True
+
+
 def reserve(cache: diskcache.Cache, head: Head, last_new: int) -> None:
     """Keep the ceiling above ``last_new`` (inside the put's transaction)."""
     if last_new > head.ceiling:
-        rows.set_counters(cache, {SEQ_KEY: last_new + SEQ_RESERVE})
+        ceiling = last_new + SEQ_RESERVE
+        rows.set_counters(cache, {SEQ_KEY: ceiling, SEQ_MIRROR_KEY: ceiling})
 
 
 def read(cache: diskcache.Cache) -> Tally:
@@ -144,7 +173,9 @@ def read(cache: diskcache.Cache) -> Tally:
             tally.add(int(str(key)[len(COUNT_PREFIX) :]), int(value), 0)
         elif source == "bytes":
             tally.bytes += int(value or 0)
-            foreign = int(value or 0) != int(extra or 0)
+            foreign = foreign or int(value or 0) != int(extra or 0)
+        elif source == "seq":
+            foreign = foreign or int(value or 0) != int(extra or 0)
         elif key is None:  # a tail row without a priority tag: written before this layout
             foreign = True
         else:
@@ -158,9 +189,7 @@ def read(cache: diskcache.Cache) -> Tally:
 def fold(cache: diskcache.Cache) -> None:
     """Add the tail to the counters and move the watermark to the last message (inside a
     transaction). Counts everything again when another writer moved the counters."""
-    found = rows.counters_named(cache, (BYTES_KEY, MIRROR_KEY))
-    if found.get(BYTES_KEY, 0) != found.get(MIRROR_KEY, 0):
-        recount(cache)
+    if settle(cache):
         return
     head = read_head(cache)
     if head.tail_rows <= 0:
@@ -187,12 +216,16 @@ def count_rows(cache: diskcache.Cache) -> tuple[Tally, int]:
 
 
 def recount(cache: diskcache.Cache) -> None:
-    """Set the counters from the rows (inside a transaction)."""
+    """Set the counters from the rows (inside a transaction). A ``s:seq`` that another writer
+    moved is the last number it gave out: the watermark goes up to it, so none is given again;
+    one this module reserved is not (a put may be giving those numbers out right now)."""
     tally, last_stored = count_rows(cache)
-    found = rows.counters_named(cache, (SEQ_KEY, WATERMARK_KEY))
+    found = rows.counters_named(cache, (SEQ_KEY, SEQ_MIRROR_KEY, WATERMARK_KEY))
+    ceiling = found.get(SEQ_KEY, 0)
+    given_out_elsewhere = ceiling if ceiling != found.get(SEQ_MIRROR_KEY, 0) else 0
     stale = rows.counters_between(cache, COUNT_PREFIX, COUNT_PREFIX[:-1] + ";")
     counts = dict.fromkeys(stale, 0) | {count_key(p): n for p, n in tally.counts.items()}
-    watermark = max(last_stored, found.get(SEQ_KEY, 0), found.get(WATERMARK_KEY, 0))
+    watermark = max(last_stored, given_out_elsewhere, found.get(WATERMARK_KEY, 0))
     rows.set_counters(
         cache,
         counts
@@ -200,7 +233,8 @@ def recount(cache: diskcache.Cache) -> None:
             BYTES_KEY: tally.bytes,
             MIRROR_KEY: tally.bytes,
             WATERMARK_KEY: watermark,
-            SEQ_KEY: watermark,
+            SEQ_KEY: max(ceiling, watermark),
+            SEQ_MIRROR_KEY: max(ceiling, watermark),
         },
     )
 
@@ -218,6 +252,8 @@ def adopt(cache: diskcache.Cache) -> None:
     if WATERMARK_KEY in found:
         return
     # Before this layout the counters were exact and ``s:seq`` the last number given out.
+    last = found.get(SEQ_KEY, 0)
     rows.set_counters(
-        cache, {WATERMARK_KEY: found.get(SEQ_KEY, 0), MIRROR_KEY: found.get(BYTES_KEY, 0)}
+        cache,
+        {WATERMARK_KEY: last, SEQ_MIRROR_KEY: last, MIRROR_KEY: found.get(BYTES_KEY, 0)},
     )

@@ -491,3 +491,21 @@ def test_no_kernel_in_any_slot_gives_up_after_two_rounds(tmp_path: Path, boot_sc
     assert boot.log.count("has no loadable kernel") == 4
     assert boot.log.count(GAVE_UP) == 1
     assert counters(disk.state()) == ("A B", "2", "2")
+
+
+def test_a_slot_marked_bad_stays_out_when_the_state_file_is_torn_at_the_next_boot(
+    disk: AbDisk,
+) -> None:
+    """The health gate marks the new slot bad (Linux writes the state file only); the next
+    boot writes the copy, then the state file, and the power goes while it writes the latter."""
+    disk.fw_setenv("BOOT_B_LEFT", "3")  # rauc install into B
+    disk.fw_setenv("BOOT_ORDER", "B A")
+    assert disk.boot().slot == "B"
+    disk.fw_setenv("BOOT_B_LEFT", "0")  # rauc status mark-bad B
+    disk.fw_setenv("BOOT_ORDER", "A")
+    assert disk.boot().slot == "A"
+    damage(disk, "bad-crc", STATE_FILE)
+    boot = disk.boot()
+    assert f"state read from {STATE_BACKUP_FILE}" in boot.log
+    assert boot.slot == "A"
+    assert counters(disk.state()) == ("A", "1", "0")

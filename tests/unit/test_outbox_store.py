@@ -368,3 +368,25 @@ def test_the_stored_header_is_the_compact_json_of_the_message_fields(
         header == json.dumps(message.header(), separators=(",", ":"), ensure_ascii=False).encode()
     )
     assert payload == b'{"a":1}'
+
+
+def test_a_burst_that_evicts_its_own_earlier_events_reports_them_dropped(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Near the cap, a burst's later defects evict its own earlier telemetry: those are None
+    in the answer and never heard by listeners (the uplink's live lane would send them)."""
+    box = make_outbox(tmp_path / "o", clock, max_bytes=1 << 20, max_message_bytes=64 * 1024)
+    heard: list[str] = []
+    box.add_listener(lambda message: heard.append(message.id))
+    filler = "x" * 20_000
+    events = [box.accept("telemetry", {"n": n, "f": filler}) for n in range(40)]
+    events += [box.accept("defect", {"n": n, "f": filler}) for n in range(10)]
+    answer = box.put_many(events)
+    stored = {m.id for m in box.peek(1000)}
+    reported = [m for m in answer if m is not None]
+    assert box.stats().dropped_total > 0
+    assert all(m is not None for m in answer[40:])  # every defect kept
+    assert answer[:40].count(None) > 0
+    assert {m.id for m in reported} == stored
+    assert set(heard) == stored
+    box.close()

@@ -210,3 +210,77 @@ def test_the_statements_spell_the_key_layout_of_the_module() -> None:
     assert span in tally._HEAD_SQL and span in tally._ROWS_SQL
     assert f"printf('{tally.MESSAGE_PREFIX}%020d'" in tally._TAIL
     assert tally.message_key(7) == f"{tally.MESSAGE_PREFIX}{7:020d}"
+
+
+def old_runtime_deliver(outbox: Outbox, messages: list[OutboxMessage]) -> None:
+    """Deletes as the runtime before this layout made them: every count and s:bytes moved."""
+    cache = outbox._cache
+    with cache.transact():
+        deleted = rows.delete_keys(cache, [tally.message_key(m.seq) for m in messages])
+        deltas: dict[str, int] = {tally.BYTES_KEY: -sum(deleted.values())}
+        for message in messages:
+            if tally.message_key(message.seq) in deleted:
+                key = tally.count_key(message.priority)
+                deltas[key] = deltas.get(key, 0) - 1
+        rows.add_to_counters(cache, deltas)
+
+
+def test_numbers_an_earlier_runtime_gave_out_and_delivered_are_not_given_again(
+    tmp_path: Path,
+) -> None:
+    """Roll back, the earlier runtime puts and delivers everything it put, roll forward: no
+    row and no byte count shows it ran, only ``s:seq`` does."""
+    outbox = make_outbox(tmp_path / "o")
+    outbox.remove_delivered([outbox.put("telemetry", {"n": n}) for n in range(10)])
+    outbox.close()
+    rolled_back = make_outbox(tmp_path / "o")
+    theirs = [old_runtime_put(rolled_back, "defect", {"n": n}) for n in range(3)]
+    old_runtime_deliver(rolled_back, theirs)
+    rolled_back._cache.close()
+    again = make_outbox(tmp_path / "o")
+    assert again.last_seq() >= max(m.seq for m in theirs)
+    burst = again.put_many([again.accept("voice", {"n": n}) for n in range(tally.SEQ_RESERVE)])
+    seqs = [m.seq for m in burst if m is not None]
+    assert min(seqs) > max(m.seq for m in theirs)
+    assert again.stats().depth == tally.SEQ_RESERVE == from_rows(again).depth
+    again.close()
+
+
+def test_an_eviction_right_after_an_earlier_runtime_wrote_keeps_the_counters_exact(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(
+        tmp_path / "o",
+        topic_for=lambda kind: f"moltbot/site/dev/{kind}",
+        clock=FakeClock(),
+        priorities=PRIORITIES,
+        max_bytes=1 << 20,
+        max_message_bytes=256 * 1024,
+    )
+    for n in range(220):
+        outbox.put("telemetry", {"n": n, "f": "x" * 3000})
+    old_runtime_put(outbox, "telemetry", {"old": 1})
+    big = outbox.put("defect", {"f": "y" * 200_000})  # evicts telemetry to fit
+    stats, truth = outbox.stats(), from_rows(outbox)
+    assert stats.dropped_total > 0 and outbox.get(big.seq) is not None
+    assert stats.disk_bytes <= outbox.max_bytes + (256 << 10)  # + one put's write-ahead log
+    assert (stats.depth, stats.bytes) == (truth.depth, truth.bytes)
+    outbox.remove_delivered(outbox.peek(1000))
+    assert (outbox.stats().depth, outbox.stats().bytes) == (0, 0)
+    outbox.close()
+
+
+def test_closing_folds_the_counters_for_an_earlier_runtime_started_after_a_rollback(
+    tmp_path: Path,
+) -> None:
+    outbox = make_outbox(tmp_path / "o")
+    for n in range(tally.FOLD_EVERY // 2):
+        outbox.put("voice" if n % 2 else "defect", {"n": n})
+    outbox.close()
+    reopened = make_outbox(tmp_path / "o")
+    counters = counter_rows(reopened)
+    truth = from_rows(reopened)
+    assert counters[tally.BYTES_KEY] == truth.bytes
+    assert {p: counters[tally.count_key(p)] for p in truth.counts} == truth.counts
+    assert counters[tally.SEQ_KEY] >= reopened.last_seq()  # what it would give out next: free
+    reopened.close()

@@ -60,8 +60,8 @@ def test_every_placeholder_is_filled_and_the_device_comes_from_distro_boot() -> 
     assert f"if fatload {state_on_script_partition} ${{rauc_file}}; then\n" in source
     assert f"fatwrite {state_on_script_partition} rauc-state.env 0x1000 ||" in source
     assert f"fatwrite {state_on_script_partition} rauc-state.bak 0x1000 ||" in source
-    primary_write = source.index("rauc-state.env 0x1000 ||")
-    assert primary_write < source.index("rauc-state.bak 0x1000 ||")  # never both torn
+    # The copy first: a tear in either write leaves one copy with the state this boot wrote.
+    assert source.index("rauc-state.bak 0x1000 ||") < source.index("rauc-state.env 0x1000 ||")
     assert "load ${devtype} ${devnum}:${rauc_part} ${kernel_addr_r} /boot/vmlinuz" in source
     assert "env export -c -s 0x1000 ${kernel_addr_r} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT" in source
     assert "booti ${kernel_addr_r} ${ramdisk_addr_r}:${rauc_initrd_size} ${rauc_fdt}" in source
