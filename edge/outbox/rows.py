@@ -54,16 +54,6 @@ def query(cache: diskcache.Cache, sql: str, parameters: Sequence[object] = ()) -
     return _connection(cache).execute(sql, parameters).fetchall()
 
 
-def counter(cache: diskcache.Cache, key: str) -> int:
-    """An ``incr`` counter's value (0 before its first increment)."""
-    found = (
-        _connection(cache)
-        .execute("SELECT value FROM Cache WHERE key = ? AND raw = 1", (key,))
-        .fetchall()
-    )
-    return int(found[0][0]) if found else 0
-
-
 def counters_named(cache: diskcache.Cache, keys: Sequence[str]) -> dict[str, int]:
     """Several counters in one query; a counter never incremented is absent."""
     marks = ",".join("?" * len(keys))

@@ -54,7 +54,7 @@ from edge.outbox.clock import (
 )
 from edge.outbox.eviction import StoredEntry, choose_victims
 from edge.outbox.message import OutboxMessage, encode_payload, new_message_id, validate_kind
-from edge.outbox.tally import BYTES_KEY, MESSAGE_PREFIX, MESSAGES_END, MIRROR_KEY, message_key
+from edge.outbox.tally import MESSAGE_PREFIX, MESSAGES_END, message_key
 
 logger = logging.getLogger(__name__)
 
@@ -611,12 +611,10 @@ class Outbox:
         tally.fold(self._cache)
         priority_of = {message_key(item.seq): item.priority for item in items}
         deleted = rows.delete_keys(self._cache, priority_of)
-        freed = sum(deleted.values())
-        deltas = {BYTES_KEY: -freed, MIRROR_KEY: -freed, _total_key(reason): len(deleted)}
+        counts: dict[int, int] = {}
         for key in deleted:
-            count_key = tally.count_key(priority_of[key])
-            deltas[count_key] = deltas.get(count_key, 0) - 1
-        rows.add_to_counters(self._cache, deltas)
+            counts[priority_of[key]] = counts.get(priority_of[key], 0) - 1
+        tally.move(self._cache, counts, -sum(deleted.values()), {_total_key(reason): len(deleted)})
         return len(deleted)
 
     def _ensure_reserve_now_and_then(self) -> None:

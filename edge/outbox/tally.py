@@ -17,8 +17,9 @@ this layout — after an A/B rollback — reads ``s:seq`` as the last number giv
 gives out one again. Such a runtime moves ``s:seq`` by one per put, and ``s:bytes`` and the
 counts on each put and delete (its rows have no ``tag``); the mirrors ``s:seq-mirror`` and
 ``s:bytes-mirror``, which only this module writes, differing from them says that it ran, even
-when it delivered everything it stored. The next put or delete then counts everything again
-from the rows and takes ``s:seq`` as the last number given out (:func:`recount`).
+when it delivered everything it stored. Opening the outbox, and any later delete, then counts
+everything again from the rows and takes ``s:seq`` as the last number given out
+(:func:`settle`, :func:`recount`). Only this module moves the counters (:func:`move`).
 An outbox from before this layout is taken over at open (:func:`adopt`): its counters were
 exact, so its watermark is its last sequence number and nothing is recounted. ``close`` folds
 the tail, so that a runtime from before this layout, started on the same data after an update
@@ -27,12 +28,12 @@ is rolled back, finds its counters exact.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import diskcache
 
 from edge.outbox import rows
+from edge.outbox.message import OutboxMessage
 
 MESSAGE_PREFIX = "m:"
 MESSAGES_END = "m;"  # sorts after every message key
@@ -200,9 +201,17 @@ def fold(cache: diskcache.Cache) -> None:
             recount(cache)
             return
         tail.add(int(tag), int(count), int(size))
-    deltas = {count_key(p): n for p, n in tail.counts.items()}
-    rows.add_to_counters(cache, deltas | {BYTES_KEY: tail.bytes, MIRROR_KEY: tail.bytes})
+    move(cache, tail.counts, tail.bytes)
     rows.set_counters(cache, {WATERMARK_KEY: head.last_seq})
+
+
+def move(
+    cache: diskcache.Cache, counts: dict[int, int], size: int, others: dict[str, int] | None = None
+) -> None:
+    """Move the counts by priority and the bytes (with their mirror) by these amounts, and
+    ``others`` (totals) with them: one statement (inside a transaction)."""
+    deltas = {count_key(priority): n for priority, n in counts.items()}
+    rows.add_to_counters(cache, (others or {}) | deltas | {BYTES_KEY: size, MIRROR_KEY: size})
 
 
 def count_rows(cache: diskcache.Cache) -> tuple[Tally, int]:
@@ -210,7 +219,8 @@ def count_rows(cache: diskcache.Cache) -> tuple[Tally, int]:
     Rows written before this layout have no priority tag: it is read from their header."""
     tally, last_stored = Tally(), 0
     for key, tag, size, raw in rows.query(cache, _ROWS_SQL):
-        tally.add(int(tag) if tag is not None else _stored_priority(bytes(raw)), 1, int(size))
+        priority = int(tag) if tag is not None else OutboxMessage.from_bytes(bytes(raw)).priority
+        tally.add(priority, 1, int(size))
         last_stored = max(last_stored, seq_of(str(key)))
     return tally, last_stored
 
@@ -237,13 +247,6 @@ def recount(cache: diskcache.Cache) -> None:
             SEQ_MIRROR_KEY: max(ceiling, watermark),
         },
     )
-
-
-def _stored_priority(raw: bytes) -> int:
-    """The priority in a stored row's header (either layout of ``message.py``)."""
-    cut = raw.find(b"\n")
-    header = json.loads(raw[:cut] if cut >= 0 else raw)
-    return int(header["priority"])
 
 
 def adopt(cache: diskcache.Cache) -> None:

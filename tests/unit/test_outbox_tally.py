@@ -48,7 +48,7 @@ def old_runtime_put(outbox: Outbox, kind: str, payload: dict[str, int]) -> Outbo
     priority tag, and ``s:seq``, the count and ``s:bytes`` moved in the same transaction."""
     cache = outbox._cache
     with cache.transact():
-        seq = rows.counter(cache, tally.SEQ_KEY) + 1
+        seq = rows.counters_named(cache, (tally.SEQ_KEY,)).get(tally.SEQ_KEY, 0) + 1
         message = OutboxMessage(
             id=f"old-{seq}",
             seq=seq,
