@@ -68,15 +68,30 @@ def install_slot_files(root: Path, layout: DiskLayout, settings: SlotSettings) -
             },
         ),
     )
-    if not settings.keyring.is_file():
+    install_keyring(root, settings.keyring)
+    write_text(root, "etc/fw_env.config", uboot_script.fw_env_config(mount=Path("/") / BOOT_MOUNT))
+
+
+def install_keyring(root: Path, keyring: Path) -> None:
+    """RAUC's keyring under ``root``: the update CA certificate, never a private key (a Pi
+    image's slots and a Jetson bundle's overlay alike)."""
+    if not keyring.is_file():
         raise ToolError(
-            f"the update keyring {settings.keyring} is missing",
-            where=str(settings.keyring),
+            f"the update keyring {keyring} is missing",
+            where=str(keyring),
             hint="moltbot image keys init DIR makes a development CA; pass --update-keys DIR",
         )
-    (root / KEYRING).write_bytes(settings.keyring.read_bytes())
-    (root / KEYRING).chmod(0o644)
-    write_text(root, "etc/fw_env.config", uboot_script.fw_env_config(mount=Path("/") / BOOT_MOUNT))
+    certificate = keyring.read_bytes()
+    if b"PRIVATE KEY" in certificate:
+        raise ToolError(
+            f"the update keyring {keyring} holds a private key",
+            where=str(keyring),
+            hint="the keyring is the CA certificate (ca.cert.pem) only; keys stay on the builder",
+        )
+    target = root / KEYRING
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(certificate)
+    target.chmod(0o644)
 
 
 def _link_newest(root: Path, name: str) -> None:

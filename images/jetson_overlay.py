@@ -16,12 +16,11 @@ from pathlib import Path
 
 from edge.board import BoardProfile
 from images.ab_slots import KEYRING as RAUC_KEYRING
-from images.ab_slots import RAUC_DATA_DIR
+from images.ab_slots import RAUC_DATA_DIR, install_keyring
 from images.build import chown_tree, stage_data
 from images.paths import REPO_ROOT
 from images.recipe import Recipe
 from images.rootfs import APP_UID
-from images.run import ToolError
 from images.system_files import BOOT_MOUNT, DATA_MOUNT, SystemSettings, install_system_files
 from images.templates import render
 
@@ -100,24 +99,11 @@ def render_rauc_system_conf(compatible: str) -> str:
 
 def install_rauc_files(tree: Path, *, compatible: str, keyring: Path) -> None:
     """RAUC's system.conf, its nvbootctrl backend and the keyring (the CA certificate only)."""
-    if not keyring.is_file():
-        raise ToolError(
-            f"the update keyring {keyring} is missing",
-            where=str(keyring),
-            hint="moltbot image keys init DIR makes a development CA",
-        )
-    if b"PRIVATE KEY" in keyring.read_bytes():
-        raise ToolError(
-            f"the update keyring {keyring} holds a private key",
-            where=str(keyring),
-            hint="the keyring is the CA certificate (ca.cert.pem) only; keys stay on the builder",
-        )
+    install_keyring(tree, keyring)
     conf = tree / RAUC_SYSTEM_CONF
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(render_rauc_system_conf(compatible))
     conf.chmod(0o644)
-    (tree / RAUC_KEYRING).write_bytes(keyring.read_bytes())
-    (tree / RAUC_KEYRING).chmod(0o644)
     backend = tree / RAUC_BACKEND
     backend.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(RAUC_BACKEND_SCRIPT, backend)
