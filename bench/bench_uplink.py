@@ -9,9 +9,11 @@
 
 Writes bench/results/uplink.json and bench/results/uplink_window.png.
 Ratios (ours / bare in the same round) are the figures to compare across machines; each is
-reported as the median over rounds with its spread (min–max). The drain also records the
-process's CPU time per message (all threads), which says why a ratio is what it is: on a
-machine whose cores are busy, the drain is CPU-bound and the ratio is close to bare / ours CPU.
+reported as the median over rounds with its spread (min–max). The drain also records CPU time
+per message — ours split into the appliance's process and the MQTT link process
+(``uplink.link_process``), the bare loop's one process — which says why a ratio is what it is;
+and, at the default window, our drain with the MQTT client in the appliance's own process
+(``uplink.link_process: false``), as it was before the link process.
 Absolute rates depend on the machine and on what else runs on it.
 Usage: python bench/bench_uplink.py [--backlog N] [--messages N] [--rounds N]
                                    [--windows 8,64]
@@ -41,6 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from edge import wiring  # noqa: E402
 from edge.config import MoltbotConfig  # noqa: E402
+from edge.config.model import UplinkSettings  # noqa: E402
 from edge.outbox.store import Outbox, sqlite_settings  # noqa: E402
 from edge.uplink.sync import Uplink  # noqa: E402
 from tests.support.collector import Collector  # noqa: E402
@@ -49,6 +52,7 @@ from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 PAYLOAD = {"line": 3, "station": "press-2", "value": 0.4213, "pad": "p" * 200}  # ~300 B sent
 WINDOWS = (1, 8, 32, 64, 128)
+DEFAULT_WINDOW: int = UplinkSettings.model_fields["inflight_window"].default
 BACKLOG_GOAL_S = 300.0
 LIVE_GOAL_S = 1.0
 THROUGHPUT_GOAL = 500.0
@@ -65,11 +69,18 @@ def fill(outbox: Outbox, count: int) -> None:
         outbox.put_many([event] * min(BURST, count - start))
 
 
-def config_for(data_dir: Path, broker: MosquittoBroker, window: int) -> MoltbotConfig:
+def config_for(
+    data_dir: Path, broker: MosquittoBroker, window: int, *, link_process: bool = True
+) -> MoltbotConfig:
     return MoltbotConfig.model_validate(
         {
             "device": {"id": "bench", "site": "bench", "data_dir": str(data_dir)},
-            "uplink": {"host": broker.host, "port": broker.port, "inflight_window": window},
+            "uplink": {
+                "host": broker.host,
+                "port": broker.port,
+                "inflight_window": window,
+                "link_process": link_process,
+            },
         }
     )
 
@@ -119,6 +130,14 @@ def cpu_s() -> float:
     return times.user + times.system
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds of another process (user + system) so far; 0 without one."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bare_paho_rate(broker: MosquittoBroker, count: int, window: int) -> tuple[float, float]:
     """(messages/s, process CPU µs per message)."""
     payload = json.dumps({"id": "0" * 36, "data": PAYLOAD}).encode()
@@ -150,22 +169,61 @@ def bare_paho_rate(broker: MosquittoBroker, count: int, window: int) -> tuple[fl
 
 
 def ours_drain_rate(
-    broker: MosquittoBroker, count: int, window: int, workdir: Path
-) -> tuple[float, float]:
-    """(messages/s, process CPU µs per message) from connected to drained (all deleted)."""
-    config = config_for(workdir, broker, window)
+    broker: MosquittoBroker, count: int, window: int, workdir: Path, *, link_process: bool = True
+) -> tuple[float, float, float]:
+    """(messages/s, CPU µs per message of the appliance's process, of the link process) from
+    connected to drained (all deleted)."""
+    config = config_for(workdir, broker, window, link_process=link_process)
     outbox = open_outbox(config)
     fill(outbox, count)
     uplink = Uplink(outbox, config.uplink, wiring.topic_scheme(config))
     uplink.start()
     uplink.wait_connected(10)
-    start, cpu = time.perf_counter(), cpu_s()
+    link_pid = uplink.link_process_pid
+    start, cpu, link_cpu = time.perf_counter(), cpu_s(), process_cpu_s(link_pid)
     uplink.wait_drained(600)
     rate = count / (time.perf_counter() - start)
     cpu_per_message_us = (cpu_s() - cpu) / count * 1e6
+    link_per_message_us = (process_cpu_s(link_pid) - link_cpu) / count * 1e6
     uplink.stop()
     outbox.close()
-    return rate, cpu_per_message_us
+    return rate, cpu_per_message_us, link_per_message_us
+
+
+def bench_drain(
+    broker: MosquittoBroker,
+    window: int,
+    messages: int,
+    rounds: int,
+    workdir: Path,
+    *,
+    link_process: bool = True,
+) -> dict[str, Any]:
+    """Interleaved rounds of the bare paho loop and our drain at one in-flight window."""
+    bare, ours, bare_cpu, ours_cpu, link_cpu = [], [], [], [], []
+    for round_number in range(rounds):  # interleaved: drift hits both alike
+        rate, cpu = bare_paho_rate(broker, messages, window)
+        bare.append(rate)
+        bare_cpu.append(cpu)
+        folder = workdir / f"w{window}-{round_number}"
+        rate, cpu, link = ours_drain_rate(
+            broker, messages, window, folder, link_process=link_process
+        )
+        ours.append(rate)
+        ours_cpu.append(cpu + link)
+        link_cpu.append(link)
+    return {
+        "window": window,
+        "link_process": link_process,
+        "messages": messages,
+        "rounds": rounds,
+        "ours_per_s": spread(ours),
+        "bare_paho_per_s": spread(bare),
+        "ratio": spread([o / b for o, b in zip(ours, bare, strict=True)]),
+        "ours_cpu_us_per_message": spread(ours_cpu),  # both processes
+        "ours_link_cpu_us_per_message": spread(link_cpu),  # of it, the link process
+        "bare_cpu_us_per_message": spread(bare_cpu),
+    }
 
 
 def bench_backlog(broker: MosquittoBroker, events: int, workdir: Path) -> dict[str, float]:
@@ -246,29 +304,18 @@ def main() -> None:
         broker.start()
         try:
             put = bench_put(args.puts, args.rounds, workdir / "put")
-            windows = []
-            for window in [int(w) for w in args.windows.split(",")]:
-                bare, ours, bare_cpu, ours_cpu = [], [], [], []
-                for round_number in range(args.rounds):  # interleaved: drift hits both alike
-                    rate, cpu = bare_paho_rate(broker, args.messages, window)
-                    bare.append(rate)
-                    bare_cpu.append(cpu)
-                    folder = workdir / f"w{window}-{round_number}"
-                    rate, cpu = ours_drain_rate(broker, args.messages, window, folder)
-                    ours.append(rate)
-                    ours_cpu.append(cpu)
-                windows.append(
-                    {
-                        "window": window,
-                        "messages": args.messages,
-                        "rounds": args.rounds,
-                        "ours_per_s": spread(ours),
-                        "bare_paho_per_s": spread(bare),
-                        "ratio": spread([o / b for o, b in zip(ours, bare, strict=True)]),
-                        "ours_cpu_us_per_message": spread(ours_cpu),
-                        "bare_cpu_us_per_message": spread(bare_cpu),
-                    }
-                )
+            windows = [
+                bench_drain(broker, window, args.messages, args.rounds, workdir)
+                for window in [int(w) for w in args.windows.split(",")]
+            ]
+            in_process = bench_drain(
+                broker,
+                DEFAULT_WINDOW,
+                args.messages,
+                args.rounds,
+                workdir / "in-process",
+                link_process=False,
+            )
             backlog = (
                 bench_backlog(broker, args.backlog, workdir / "backlog") if args.backlog else None
             )
@@ -282,6 +329,7 @@ def main() -> None:
         "on the machine and its load",
         "durable_put": put,
         "drain_by_window": windows,
+        "drain_in_process_default_window": in_process,
         "backlog_72h": backlog,
         "peak_rss_mb": peak_rss_mb,
         "budgets": {
@@ -299,14 +347,16 @@ def main() -> None:
         f"{fmt(put['ratio'])}, put_many/put {fmt(put['put_many_vs_put'])}"
     )
     print(
-        f"{'window':>6} {'ours msg/s':>11} {'bare paho':>10} {'ratio (min–max)':>22}"
-        f" {'CPU µs/msg ours':>16} {'bare':>6}"
+        f"{'window':>14} {'ours msg/s':>11} {'bare paho':>10} {'ratio (min–max)':>22}"
+        f" {'CPU µs/msg: ours':>17} {'(link)':>7} {'bare':>6}"
     )
-    for row in windows:
+    for row in [*windows, in_process]:
+        label = str(row["window"]) + ("" if row["link_process"] else " in-process")
         print(
-            f"{row['window']:>6} {row['ours_per_s']['median']:>11.0f} "
+            f"{label:>14} {row['ours_per_s']['median']:>11.0f} "
             f"{row['bare_paho_per_s']['median']:>10.0f} {fmt(row['ratio']):>22}"
-            f" {row['ours_cpu_us_per_message']['median']:>16.1f}"
+            f" {row['ours_cpu_us_per_message']['median']:>17.1f}"
+            f" {row['ours_link_cpu_us_per_message']['median']:>7.1f}"
             f" {row['bare_cpu_us_per_message']['median']:>6.1f}"
         )
     if backlog is None:

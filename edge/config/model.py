@@ -328,6 +328,12 @@ class UplinkSettings(Section):
     )
     reconnect_min_s: float = Field(1.0, gt=0.0, description="First reconnect delay.")
     reconnect_max_s: float = Field(60.0, gt=0.0, description="Longest reconnect delay.")
+    link_process: bool = Field(
+        True,
+        description="Run the MQTT client in a process of its own, so that its network work and "
+        "the appliance's (outbox, inference, voice) use different cores; off: in the "
+        "appliance's process.",
+    )
     sparkplug: SparkplugSettings = Field(default_factory=SparkplugSettings)
 
 

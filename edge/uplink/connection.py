@@ -9,37 +9,78 @@ from __future__ import annotations
 import ssl
 import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config.model import UplinkSettings
 from edge.errors import ConfigError
 
+if TYPE_CHECKING:  # the link process builds clients without the config model (pydantic)
+    from edge.config.model import UplinkSettings
 
-def build_client(settings: UplinkSettings, client_id: str) -> mqtt.Client:
+
+@dataclass(frozen=True)
+class TlsOptions:
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """What building a client takes from ``uplink``: plain values, cheap to hand to the link
+    process (which then needs neither pydantic nor the config model)."""
+
+    protocol: str = "5"
+    username: str | None = None
+    password: str | None = None
+    tls: TlsOptions = TlsOptions()
+    connect_timeout_s: float = 5.0
+
+    @classmethod
+    def of(cls, settings: UplinkSettings) -> ClientOptions:
+        tls = settings.tls
+        return cls(
+            protocol=settings.protocol,
+            username=settings.username,
+            password=settings.password.get_secret_value() if settings.password else None,
+            tls=TlsOptions(
+                tls.enabled, tls.ca_file, tls.cert_file, tls.key_file, tls.insecure_skip_verify
+            ),
+            connect_timeout_s=settings.connect_timeout_s,
+        )
+
+
+def build_client(options: ClientOptions, client_id: str) -> mqtt.Client:
     """A paho 2.x client (VERSION2 callbacks) with protocol, credentials and TLS applied."""
-    protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
+    protocol = mqtt.MQTTv5 if options.protocol == "5" else mqtt.MQTTv311
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=protocol,
         clean_session=None if protocol == mqtt.MQTTv5 else True,
     )
-    client.connect_timeout = settings.connect_timeout_s
-    if settings.username is not None:
-        password = settings.password.get_secret_value() if settings.password else None
-        client.username_pw_set(settings.username, password)
-    if settings.tls.enabled:
-        client.tls_set_context(tls_context(settings))
-        if settings.tls.insecure_skip_verify:
+    client.connect_timeout = options.connect_timeout_s
+    if options.username is not None:
+        client.username_pw_set(options.username, options.password)
+    if options.tls.enabled:
+        client.tls_set_context(tls_context(options.tls))
+        if options.tls.insecure_skip_verify:
             client.tls_insecure_set(True)
     return client
 
 
-def tls_context(settings: UplinkSettings) -> ssl.SSLContext:
-    tls = settings.tls
+def build_settings_client(settings: UplinkSettings, client_id: str) -> mqtt.Client:
+    """:func:`build_client` from the ``uplink`` section (the in-process client factory)."""
+    return build_client(ClientOptions.of(settings), client_id)
+
+
+def tls_context(tls: TlsOptions) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
         if tls.cert_file and tls.key_file:
@@ -64,7 +105,7 @@ class ProbeResult:
 
 def probe_broker(settings: UplinkSettings, client_id: str, timeout_s: float) -> ProbeResult:
     """Open one MQTT session (CONNECT → CONNACK) and close it; never raises for network faults."""
-    client = build_client(settings, f"{client_id}-probe")
+    client = build_settings_client(settings, f"{client_id}-probe")
     answered = threading.Event()
     outcome: list[str] = []
 

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.outbox.clock import TimeSource
 from edge.outbox.message import OutboxMessage
+from edge.uplink.link_client import LinkClient, PublishInfo
 from edge.uplink.topics import AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, TopicScheme
 
 
@@ -59,13 +59,13 @@ class Reaction:
 
 
 class Dialect(Protocol):
-    def will(self, client: mqtt.Client) -> None: ...
-    def begin(self, client: mqtt.Client) -> None: ...
+    def will(self, client: LinkClient) -> None: ...
+    def begin(self, client: LinkClient) -> None: ...
     def ready(self) -> bool: ...
-    def encode(self, client: mqtt.Client, item: Stamped) -> Outgoing: ...
-    def on_message(self, client: mqtt.Client, topic: str, payload: bytes) -> Reaction: ...
-    def tick(self, client: mqtt.Client) -> None: ...
-    def goodbye(self, client: mqtt.Client) -> mqtt.MQTTMessageInfo: ...
+    def encode(self, client: LinkClient, item: Stamped) -> Outgoing: ...
+    def on_message(self, client: LinkClient, topic: str, payload: bytes) -> Reaction: ...
+    def tick(self, client: LinkClient) -> None: ...
+    def goodbye(self, client: LinkClient) -> PublishInfo: ...
 
 
 class JsonDialect:
@@ -75,17 +75,17 @@ class JsonDialect:
         self.topics = topics
         self.mqtt_v5 = mqtt_v5
 
-    def will(self, client: mqtt.Client) -> None:
+    def will(self, client: LinkClient) -> None:
         client.will_set(self.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True)
 
-    def begin(self, client: mqtt.Client) -> None:
+    def begin(self, client: LinkClient) -> None:
         client.publish(self.topics.availability, AVAILABILITY_ONLINE, qos=1, retain=True)
         client.subscribe(self.topics.command_filter, qos=1)
 
     def ready(self) -> bool:
         return True
 
-    def encode(self, client: mqtt.Client, item: Stamped) -> Outgoing:
+    def encode(self, client: LinkClient, item: Stamped) -> Outgoing:
         message = item.message
         payload = message.envelope(
             device=self.topics.device,
@@ -96,14 +96,14 @@ class JsonDialect:
         properties = json_properties(message, item.remaining_s) if self.mqtt_v5 else None
         return Outgoing(message.topic, payload, message.qos, properties)
 
-    def on_message(self, client: mqtt.Client, topic: str, payload: bytes) -> Reaction:
+    def on_message(self, client: LinkClient, topic: str, payload: bytes) -> Reaction:
         name = self.topics.command_name(topic)
         return Reaction(commands=[(name, payload)] if name else [])
 
-    def tick(self, client: mqtt.Client) -> None:
+    def tick(self, client: LinkClient) -> None:
         return None
 
-    def goodbye(self, client: mqtt.Client) -> mqtt.MQTTMessageInfo:
+    def goodbye(self, client: LinkClient) -> PublishInfo:
         return client.publish(self.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True)
 
 

@@ -39,8 +39,10 @@ from edge.outbox.store import Outbox
 from edge.text_enum import TextEnum
 from edge.uplink.acks import AckInbox
 from edge.uplink.commands import CommandRouter
-from edge.uplink.connection import build_client
+from edge.uplink.connection import build_settings_client
 from edge.uplink.dialect import Dialect, JsonDialect, Stamped
+from edge.uplink.link_client import LinkClient
+from edge.uplink.remote_client import LinkProcess
 from edge.uplink.topics import TopicScheme
 
 logger = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class UplinkCounters:
     expired_at_send_total: int = 0
 
 
-ClientFactory = Callable[[UplinkSettings, str], mqtt.Client]
+ClientFactory = Callable[[UplinkSettings, str], LinkClient]
 
 
 def backoff_delay(attempt: int, low_s: float, high_s: float, rng: random.Random) -> float:
@@ -91,7 +93,7 @@ class Uplink:
         settings: UplinkSettings,
         topics: TopicScheme,
         *,
-        client_factory: ClientFactory = build_client,
+        client_factory: ClientFactory | None = None,
         rng: random.Random | None = None,
         sweep_interval_s: float = 60.0,
         dialect: Dialect | None = None,
@@ -104,6 +106,10 @@ class Uplink:
         self.counters = UplinkCounters()
         self.state = LinkState.STOPPED
         self.last_error: str | None = None
+        # The MQTT client runs in the link process unless settings or the caller say otherwise.
+        self._link = LinkProcess() if client_factory is None and settings.link_process else None
+        if client_factory is None:
+            client_factory = self._link.client if self._link is not None else build_settings_client
         self._client_factory = client_factory
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sweep_interval_s = sweep_interval_s
@@ -136,6 +142,8 @@ class Uplink:
             if self._thread.is_alive():
                 logger.error("the uplink did not stop within %.0f s", timeout_s)
             self._thread = None
+        if self._link is not None:
+            self._link.close()
         self.state = LinkState.STOPPED
 
     def wait_connected(self, timeout_s: float) -> bool:
@@ -149,6 +157,11 @@ class Uplink:
                 return True
             time.sleep(DRAINED_POLL_S)
         return len(self.outbox) == 0
+
+    @property
+    def link_process_pid(self) -> int | None:
+        """The link process's id while it runs (``uplink.link_process``), else None."""
+        return self._link.pid if self._link is not None else None
 
     @property
     def connected(self) -> bool:
@@ -191,7 +204,7 @@ class Uplink:
             self._stop.wait(delay)
         self.state = LinkState.STOPPED
 
-    def _connect(self) -> mqtt.Client | None:
+    def _connect(self) -> LinkClient | None:
         settings = self.settings
         address = f"{settings.host}:{settings.port}"
         self._drain_events()
@@ -278,29 +291,25 @@ class Uplink:
 
     # -- paho callbacks: they only hand events to the worker --------------------------------
 
-    def _cb_connect(
-        self, _c: mqtt.Client, _u: object, _f: object, code: ReasonCode, _p: object
-    ) -> None:
+    def _cb_connect(self, _c: object, _u: object, _f: object, code: ReasonCode, _p: object) -> None:
         self._events.put(("connack", code))
 
     def _cb_disconnect(
-        self, _c: mqtt.Client, _u: object, _f: object, code: ReasonCode, _p: object
+        self, _c: object, _u: object, _f: object, code: ReasonCode, _p: object
     ) -> None:
         self._events.put(("disconnect", code))
 
-    def _cb_publish(
-        self, _c: mqtt.Client, _u: object, mid: int, code: ReasonCode, _p: object
-    ) -> None:
+    def _cb_publish(self, _c: object, _u: object, mid: int, code: ReasonCode, _p: object) -> None:
         self._acks.add(mid, code)
 
-    def _cb_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+    def _cb_message(self, _c: object, _u: object, message: mqtt.MQTTMessage) -> None:
         self._events.put(("message", message.topic, bytes(message.payload)))
 
 
 class _Session:
     """One connected session: fills the window, handles acks, commands and the sweep."""
 
-    def __init__(self, uplink: Uplink, client: mqtt.Client) -> None:
+    def __init__(self, uplink: Uplink, client: LinkClient) -> None:
         self.uplink = uplink
         self.client = client
         self.outbox = uplink.outbox

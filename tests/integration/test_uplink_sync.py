@@ -88,12 +88,16 @@ def test_broker_restarted_mid_drain_loses_nothing(
         broker.stop()
 
 
+@pytest.mark.parametrize("link_process", [True, False], ids=["link-process", "in-process"])
 def test_broker_killed_mid_drain_keeps_everything_it_did_not_acknowledge(
-    make_config: ConfigFactory, mosquitto: MosquittoBroker
+    make_config: ConfigFactory, mosquitto: MosquittoBroker, link_process: bool
 ) -> None:
     """SIGKILL: the broker loses what it acknowledged but had not forwarded (it is not
-    persistent); the outbox must resend every message without a PUBACK, and delete none."""
-    config = make_config(uplink=FAST_RECONNECT | {"inflight_window": 32})
+    persistent); the outbox must resend every message without a PUBACK, and delete none.
+    The same with the MQTT client in the link process and in the appliance's process."""
+    config = make_config(
+        uplink=FAST_RECONNECT | {"inflight_window": 32, "link_process": link_process}
+    )
     outbox = open_outbox(config)
     acknowledged: list[str] = []
     delete = outbox.remove_delivered
@@ -175,10 +179,11 @@ def test_availability_is_online_while_connected_and_offline_after_stop(
     outbox.close()
 
 
+@pytest.mark.parametrize("link_process", [True, False], ids=["link-process", "in-process"])
 def test_live_defect_overtakes_a_large_backlog(
-    make_config: ConfigFactory, mosquitto: MosquittoBroker
+    make_config: ConfigFactory, mosquitto: MosquittoBroker, link_process: bool
 ) -> None:
-    config = make_config()
+    config = make_config(uplink={"link_process": link_process})
     outbox = open_outbox(config)
     for n in range(20_000):
         outbox.put("telemetry", {"n": n})

@@ -22,12 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 from edge import __version__
 from edge.errors import MoltbotError
 from edge.outbox.store import Outbox
 from edge.uplink.dialect import ModelInfo, Outgoing, Reaction, Stamped
+from edge.uplink.link_client import LinkClient, PublishInfo
 from edge.uplink.sparkplug import payloads as p
 from edge.uplink.sparkplug.payloads import DataType, Metric
 from edge.uplink.sparkplug.topics import SparkplugTopics
@@ -107,13 +106,13 @@ class SparkplugDialect:
 
     # -- session ------------------------------------------------------------------------
 
-    def will(self, client: mqtt.Client) -> None:
+    def will(self, client: LinkClient) -> None:
         self.bd_seq = self.bd_seq_store.next()
         self.born = False
         self.host_online = self.primary_host_id is None
         client.will_set(self.topics.node("NDEATH"), self._death(), qos=1, retain=False)
 
-    def begin(self, client: mqtt.Client) -> None:
+    def begin(self, client: LinkClient) -> None:
         client.subscribe(self.topics.node("NCMD"), qos=1)
         client.subscribe(self.topics.device("DCMD"), qos=1)
         client.subscribe(self.json_topics.command_filter, qos=1)
@@ -126,11 +125,11 @@ class SparkplugDialect:
     def ready(self) -> bool:
         return self.born
 
-    def goodbye(self, client: mqtt.Client) -> mqtt.MQTTMessageInfo:
+    def goodbye(self, client: LinkClient) -> PublishInfo:
         self.born = False
         return client.publish(self.topics.node("NDEATH"), self._death(), qos=1, retain=False)
 
-    def tick(self, client: mqtt.Client) -> None:
+    def tick(self, client: LinkClient) -> None:
         """NDATA with the node's metrics when they changed, at most every interval."""
         now = time.monotonic()
         if not self.born or now < self._next_node_data:
@@ -144,7 +143,7 @@ class SparkplugDialect:
 
     # -- incoming -----------------------------------------------------------------------
 
-    def on_message(self, client: mqtt.Client, topic: str, payload: bytes) -> Reaction:
+    def on_message(self, client: LinkClient, topic: str, payload: bytes) -> Reaction:
         if self.primary_host_id is not None and topic == SparkplugTopics.state(
             self.primary_host_id
         ):
@@ -154,7 +153,7 @@ class SparkplugDialect:
         name = self.json_topics.command_name(topic)
         return Reaction(commands=[(name, payload)] if name else [])
 
-    def _on_state(self, client: mqtt.Client, payload: bytes) -> Reaction:
+    def _on_state(self, client: LinkClient, payload: bytes) -> Reaction:
         try:
             state = json.loads(payload)
             online, timestamp = bool(state["online"]), int(state["timestamp"])
@@ -177,7 +176,7 @@ class SparkplugDialect:
             return Reaction(end_session=True)
         return Reaction()
 
-    def _on_command(self, client: mqtt.Client, topic: str, payload: bytes) -> Reaction:
+    def _on_command(self, client: LinkClient, topic: str, payload: bytes) -> Reaction:
         try:
             metrics = p.decode_command(payload, topic)
         except MoltbotError as exc:
@@ -195,7 +194,7 @@ class SparkplugDialect:
 
     # -- outgoing -----------------------------------------------------------------------
 
-    def encode(self, client: mqtt.Client, item: Stamped) -> Outgoing:
+    def encode(self, client: LinkClient, item: Stamped) -> Outgoing:
         message = item.message
         historical = message.seq <= self.birth_mark
         label = str(message.payload.get("class"))
@@ -227,7 +226,7 @@ class SparkplugDialect:
                     metric.name, metric.datatype, metric.value, metric.timestamp_ms
                 )
 
-    def _birth(self, client: mqtt.Client) -> None:
+    def _birth(self, client: LinkClient) -> None:
         self.seq = 0
         self.births_total += 1
         self.birth_mark = max(self.birth_mark, self.outbox.last_seq())
@@ -245,7 +244,7 @@ class SparkplugDialect:
             len(device),
         )
 
-    def _publish(self, client: mqtt.Client, topic: str, metrics: list[Metric], qos: int) -> None:
+    def _publish(self, client: LinkClient, topic: str, metrics: list[Metric], qos: int) -> None:
         payload = p.encode(metrics, timestamp_ms=_now_ms(), seq=self._next_seq())
         client.publish(topic, payload, qos=qos, retain=False)
 

@@ -1,0 +1,63 @@
+"""What the uplink and its dialects use of an MQTT client.
+
+Two kinds satisfy it: a paho client in this process (``connection.build_client``) and a
+:class:`~edge.uplink.remote_client.RemoteClient`, whose paho client runs in the link process.
+The callbacks have paho 2.x's VERSION2 signatures and run on a thread of the client's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from paho.mqtt.properties import Properties
+
+
+class PublishInfo(Protocol):
+    """What ``publish`` answers: paho's ``MQTTMessageInfo`` as far as the uplink reads it."""
+
+    @property
+    def mid(self) -> int: ...
+
+    @property
+    def rc(self) -> int: ...
+
+    def is_published(self) -> bool: ...
+
+
+class LinkClient(Protocol):
+    on_connect: Any
+    on_disconnect: Any
+    on_publish: Any
+    on_message: Any
+
+    def will_set(
+        self,
+        topic: str,
+        payload: str | bytes | None = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None: ...
+
+    def max_inflight_messages_set(self, inflight: int) -> None: ...
+
+    def max_queued_messages_set(self, queue_size: int) -> Any: ...
+
+    def connect(self, host: str, port: int = 1883, keepalive: int = 60) -> Any: ...
+
+    def loop_start(self) -> Any: ...
+
+    def loop_stop(self) -> Any: ...
+
+    def disconnect(self) -> Any: ...
+
+    def publish(
+        self,
+        topic: str,
+        payload: str | bytes | None = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> PublishInfo: ...
+
+    def subscribe(self, topic: str, qos: int = 0) -> Any: ...
