@@ -19,6 +19,7 @@ from edge.errors import OutboxFullError
 from tests.conftest import ConfigFactory
 from tests.integration.uplink_rig import (
     collecting,
+    environment,
     first_occurrences,
     open_outbox,
     running_uplink,
@@ -40,20 +41,6 @@ while True:
     sys.stdout.flush()
     n += 1
 """
-
-
-def environment(data_dir: Path, broker: MosquittoBroker) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")}
-    env.update(
-        {
-            "MOLTBOT_DEVICE__ID": "test-device",
-            "MOLTBOT_DEVICE__SITE": "test-site",
-            "MOLTBOT_DEVICE__DATA_DIR": str(data_dir),
-            "MOLTBOT_UPLINK__HOST": broker.host,
-            "MOLTBOT_UPLINK__PORT": str(broker.port),
-        }
-    )
-    return env
 
 
 def test_every_put_that_returned_survives_sigkill(

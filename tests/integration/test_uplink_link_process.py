@@ -20,6 +20,7 @@ from tests.conftest import ConfigFactory
 from tests.integration.uplink_rig import (
     FAST_RECONNECT,
     collecting,
+    environment,
     first_occurrences,
     open_outbox,
     running_uplink,
@@ -103,13 +104,7 @@ def test_stopping_the_uplink_says_offline_and_ends_its_link_process(
 def test_the_link_process_ends_with_a_killed_appliance_and_the_broker_says_offline(
     data_dir: Path, mosquitto: MosquittoBroker
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")} | {
-        "MOLTBOT_DEVICE__ID": "test-device",
-        "MOLTBOT_DEVICE__SITE": "test-site",
-        "MOLTBOT_DEVICE__DATA_DIR": str(data_dir),
-        "MOLTBOT_UPLINK__HOST": mosquitto.host,
-        "MOLTBOT_UPLINK__PORT": str(mosquitto.port),
-    }
+    env = environment(data_dir, mosquitto)
     with collecting(mosquitto, STATUS_TOPIC) as watcher:
         appliance = subprocess.Popen(
             [sys.executable, "-c", APPLIANCE], env=env, stdout=subprocess.PIPE, text=True

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from edge import wiring
@@ -69,3 +71,18 @@ def first_occurrences(ids: list[str]) -> list[str]:
             seen.add(message_id)
             ordered.append(message_id)
     return ordered
+
+
+def environment(data_dir: Path, broker: MosquittoBroker) -> dict[str, str]:
+    """Variables for a runtime process of its own, pointed at ``data_dir`` and the broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")}
+    env.update(
+        {
+            "MOLTBOT_DEVICE__ID": "test-device",
+            "MOLTBOT_DEVICE__SITE": "test-site",
+            "MOLTBOT_DEVICE__DATA_DIR": str(data_dir),
+            "MOLTBOT_UPLINK__HOST": broker.host,
+            "MOLTBOT_UPLINK__PORT": str(broker.port),
+        }
+    )
+    return env
