@@ -59,8 +59,12 @@ class BatchSender:
             if batch:
                 try:
                     self._connection.send(batch)
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError) as exc:  # the other end is gone
                     logger.debug("link channel send failed: %s", exc)
+                    self.broken.set()
+                    return
+                except Exception:  # an item that cannot be sent: the channel is unusable
+                    logger.exception("the link channel cannot send; it is closed")
                     self.broken.set()
                     return
             if self._closing and not items:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import selectors
 import signal
 import sys
@@ -51,6 +52,7 @@ PUBLISH_FAILED = "publish_failed"
 MISC_INTERVAL_S = 1.0  # how often paho's keepalive bookkeeping runs
 ACKS_PER_SEND = 64  # PUBACKs that go back to the appliance together ...
 ACK_DELAY_S = 0.002  # ... or after this long; every other event goes back at once
+FLUSH_S = 2.0  # how long a dropped client may still write what it holds (its DISCONNECT)
 
 # The client methods a CALL may name (nothing else is reachable through the channel).
 CALLABLE = frozenset(
@@ -191,7 +193,7 @@ class LinkServer:
     def _answer(self, request: int, action: Any, *args: Any) -> None:
         try:
             action(*args)
-        except (MoltbotError, OSError) as exc:  # ssl.SSLError is an OSError
+        except (MoltbotError, OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             self._event((ANSWER, request, exc))
             return
         self._event((ANSWER, request, None))
@@ -237,7 +239,12 @@ class LinkServer:
             self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_NO_CONN)))
             return
         properties = PackedPublishProperties(packed, text) if packed is not None else None
-        info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        try:
+            info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        except ValueError as exc:  # a topic or payload paho refuses: this publish fails, not us
+            logger.error("paho refused a publish on %s: %s", topic, exc)
+            self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_INVAL)))
+            return
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self._event((PUBLISH_FAILED, ident, int(info.rc)))
         else:  # paho only queued it (QoS 0 counts as published once written)
@@ -251,13 +258,25 @@ class LinkServer:
         if client is not None:
             client.on_connect = client.on_disconnect = None  # nothing of it reaches the next one
             client.on_publish = client.on_message = None
-            if client.want_write():
-                client.loop_write()  # what the appliance sent last (its DISCONNECT) goes out
+            self._flush_writes(client)  # what the appliance sent last (its DISCONNECT) goes out
             sock = client.socket()
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.close()
         self._ids.clear()
+
+    @staticmethod
+    def _flush_writes(client: mqtt.Client) -> None:
+        """Write what paho still holds, for up to ``FLUSH_S`` (a slow link, a full window)."""
+        deadline = time.monotonic() + FLUSH_S
+        while client.want_write() and (sock := client.socket()) is not None:
+            client.loop_write()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if client.want_write() and client.socket() is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    select.select([], [sock], [], min(left, 0.1))
 
     # -- paho's callbacks (inside loop_read, loop_write, loop_misc or a publish) -------------
 

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import queue
+import site
 import socket
 import subprocess
 import sys
@@ -197,14 +198,24 @@ class LinkProcess:
         self._socket: socket.socket | None = None
         self._connection: Connection | None = None
         self._commands: BatchSender | None = None
-        self._answers: queue.SimpleQueue[tuple[int, BaseException | None]] = queue.SimpleQueue()
+        # (request, error or None); (CHANNEL_CLOSED, the connection that closed)
+        self._answers: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._last_request = 0
         self._last_id = 0  # publish ids: never the same twice, whichever client
         self._client: RemoteClient | None = None
 
     def client(self, settings: UplinkSettings, client_id: str) -> RemoteClient:
         """The uplink's client factory: a fresh client (over there) for every connection."""
-        self._ensure_running()
+        try:
+            self._ensure_running()
+        except (OSError, RuntimeError) as exc:  # no descriptors, threads or memory left
+            self._stop_process()
+            raise LinkProcessError(
+                f"cannot start the MQTT link process: {exc}",
+                where="uplink.link_process",
+                hint="it is tried again at the next connect; set uplink.link_process: false "
+                "to run MQTT in the appliance's process",
+            ) from exc
         self._client = None  # what the previous client still hears is for nobody
         self.ask(wire.BUILD, (ClientOptions.of(settings), client_id), START_TIMEOUT_S)
         remote = RemoteClient(self, settings.connect_timeout_s)
@@ -232,7 +243,12 @@ class LinkProcess:
         try:
             self.send((kind, request, *args))
         except ChannelClosedError as exc:
-            raise ConnectionError(f"the MQTT link process is gone: {exc}") from exc
+            self._stop_process()
+            raise LinkProcessError(
+                f"the MQTT link process is gone: {exc}",
+                where="uplink.link_process",
+                hint="it is restarted at the next connect; its exit is logged above",
+            ) from exc
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -240,6 +256,8 @@ class LinkProcess:
             except queue.Empty:
                 break
             if answered == CHANNEL_CLOSED:
+                if error is not self._connection:
+                    continue  # an earlier link process's end, told late
                 self._stop_process()
                 raise LinkProcessError(
                     f"the MQTT link process ended before it answered {kind}",
@@ -248,7 +266,7 @@ class LinkProcess:
                 )
             if answered != request:
                 continue  # the late answer of a request that timed out
-            if error is not None:
+            if isinstance(error, BaseException):
                 raise error
             return
         self._stop_process()
@@ -273,24 +291,17 @@ class LinkProcess:
             self._answers.get_nowait()
         ours, theirs = socket.socketpair()
         with theirs:
-            package_root = str(Path(edge.__file__).resolve().parents[1])
-            python_path = os.pathsep.join(
-                p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
-            )
+            python_path = _python_path_for_edge()
             try:
                 self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                     [sys.executable, "-m", "edge.uplink.link_process", str(theirs.fileno())],
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
-                    env={**os.environ, "PYTHONPATH": python_path},
+                    env=_environment(python_path),
                 )
-            except OSError as exc:
+            except OSError:
                 ours.close()
-                raise LinkProcessError(
-                    f"cannot start the MQTT link process: {exc}",
-                    where="uplink.link_process",
-                    hint="set uplink.link_process: false to run MQTT in the appliance's process",
-                ) from exc
+                raise
         # The channel reads and writes a duplicate; shutting ``ours`` down ends the reader.
         connection = Connection(os.dup(ours.fileno()))
         self._socket = ours
@@ -310,27 +321,34 @@ class LinkProcess:
         )
 
     def _read(self, connection: Connection) -> None:
-        """The channel's reader: answers to ``ask``, events to the current client."""
-        while True:
-            try:
-                batch = connection.recv()
-            except (EOFError, OSError):
-                break
-            for event in batch:
-                if event[0] == wire.ANSWER:
-                    self._answers.put((event[1], event[2]))
-                elif self._client is not None:
-                    self._client.heard(event)
+        """The channel's reader: answers to ``ask``, events to the current client (only while
+        ``connection`` is the current channel: a replaced one's events are for nobody)."""
+        try:
+            while True:
+                try:
+                    batch = connection.recv()
+                except (EOFError, OSError):
+                    break
+                for event in batch:
+                    if event[0] == wire.ANSWER:
+                        self._answers.put((event[1], event[2]))
+                    elif connection is self._connection and self._client is not None:
+                        self._client.heard(event)
+        except Exception:  # what cannot be read or handled: the channel is of no use any more
+            logger.exception("the MQTT link channel failed; the link process is restarted")
         connection.close()
-        if connection is self._connection:  # not one replaced on purpose
-            code = self._exit_code()
-            logger.error(
-                "the MQTT link process ended (exit code %s); it is restarted at the next connect",
-                code,
-            )
-            self._answers.put((CHANNEL_CLOSED, None))  # an ``ask`` waiting now: no answer comes
-            if self._client is not None:
-                self._client.lost(ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"))
+        if connection is not self._connection:
+            return  # ended on purpose (``_stop_process``), or replaced already
+        client = self._client
+        self._answers.put((CHANNEL_CLOSED, connection))  # an ``ask`` waiting now: no answer
+        if self._commands is not None:
+            self._commands.broken.set()  # the next publish fails, the next connect restarts
+        logger.error(
+            "the MQTT link process ended (exit code %s); it is restarted at the next connect",
+            self._exit_code(),
+        )
+        if client is not None:
+            client.lost(ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"))
 
     def _exit_code(self) -> int | None:
         process = self._process
@@ -358,4 +376,24 @@ class LinkProcess:
             except subprocess.TimeoutExpired:
                 logger.warning("the MQTT link process did not exit; killing it")
                 process.kill()
-                process.wait(CLOSE_TIMEOUT_S)
+                try:
+                    process.wait(CLOSE_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    logger.error("the MQTT link process (pid %d) outlived SIGKILL", process.pid)
+
+
+def _python_path_for_edge() -> str:
+    """``PYTHONPATH`` for the link process: the folder holding ``edge`` first when it is not
+    an installed package's (a source tree), never a site-packages ahead of the standard
+    library."""
+    package_root = str(Path(edge.__file__).resolve().parents[1])
+    installed = {str(Path(p).resolve()) for p in site.getsitepackages()}
+    inherited = os.environ.get("PYTHONPATH", "")
+    if package_root in installed:
+        return inherited
+    return os.pathsep.join(p for p in (package_root, inherited) if p)
+
+
+def _environment(python_path: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    return env | {"PYTHONPATH": python_path} if python_path else env

@@ -42,7 +42,7 @@ from edge.uplink.commands import CommandRouter
 from edge.uplink.connection import build_settings_client
 from edge.uplink.dialect import Dialect, JsonDialect, Stamped
 from edge.uplink.link_client import LinkClient
-from edge.uplink.remote_client import LinkProcess
+from edge.uplink.remote_client import LinkProcess, LinkProcessError
 from edge.uplink.topics import TopicScheme
 
 logger = logging.getLogger(__name__)
@@ -178,16 +178,14 @@ class Uplink:
         attempt = 0
         while not self._stop.is_set():
             self.state = LinkState.CONNECTING
-            client = self._connect()
-            if client is not None:
-                attempt = 0
-                try:
-                    _Session(self, client).run()
-                finally:
-                    self._connected.clear()
-                    self._live.clear()
-                    client.disconnect()
-                    client.loop_stop()
+            try:
+                client = self._connect()
+                if client is not None:
+                    attempt = 0
+                    self._serve(client)
+            except Exception as exc:  # a fault of ours must not end syncing for good
+                logger.exception("the uplink failed; it reconnects after a pause")
+                self.last_error = f"uplink failure: {exc!r}"
             if self._stop.is_set():
                 break
             if self.state != LinkState.REFUSED:
@@ -204,12 +202,24 @@ class Uplink:
             self._stop.wait(delay)
         self.state = LinkState.STOPPED
 
+    def _serve(self, client: LinkClient) -> None:
+        try:
+            _Session(self, client).run()
+        finally:
+            self._connected.clear()
+            self._live.clear()
+            client.disconnect()
+            client.loop_stop()
+
     def _connect(self) -> LinkClient | None:
         settings = self.settings
         address = f"{settings.host}:{settings.port}"
         self._drain_events()
         try:
             client = self._client_factory(settings, self.topics.device)
+        except LinkProcessError as exc:  # not the broker's answer: try again soon
+            self._unreachable(f"the MQTT link process failed: {exc.what}")
+            return None
         except MoltbotError as exc:
             self._refusal(f"cannot set up the MQTT client: {exc}")
             return None

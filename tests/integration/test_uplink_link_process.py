@@ -8,13 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from edge import wiring
 from edge.errors import ConfigError
-from edge.uplink.remote_client import LinkProcess
+from edge.uplink.remote_client import LinkProcess, LinkProcessError
 from edge.uplink.sync import Uplink
 from tests.conftest import ConfigFactory
 from tests.integration.uplink_rig import (
@@ -45,6 +47,14 @@ assert uplink.wait_connected(20)
 print(uplink.link_process_pid, flush=True)
 time.sleep(600)
 """
+
+
+def broker_log_count(broker: MosquittoBroker, line: str) -> int:
+    return broker.log_path.read_text(errors="replace").count(line)
+
+
+CLEAN_DISCONNECT = "Client test-device disconnected."  # Mosquitto, on a DISCONNECT
+DROPPED = "Client test-device closed its connection."  # ... on a socket closed without one
 
 
 def process_gone(pid: int) -> bool:
@@ -87,6 +97,7 @@ def test_stopping_the_uplink_says_offline_and_ends_its_link_process(
     config = make_config()
     outbox = open_outbox(config)
     outbox.put("defect", {"class": "crack"})
+    clean, dropped = (broker_log_count(mosquitto, line) for line in (CLEAN_DISCONNECT, DROPPED))
     with collecting(mosquitto, STATUS_TOPIC) as watcher:
         uplink = Uplink(outbox, config.uplink, wiring.topic_scheme(config))
         uplink.start()
@@ -96,8 +107,12 @@ def test_stopping_the_uplink_says_offline_and_ends_its_link_process(
         assert pid is not None and not process_gone(pid)
         uplink.stop()
         assert uplink.link_process_pid is None
-        assert process_gone(pid)
+        assert not Path(f"/proc/{pid}").exists()  # ended and reaped: no zombie left behind
         assert watcher.wait_for(lambda ms: ms and ms[-1].payload == b"offline", 10)
+    wait_until(
+        lambda: broker_log_count(mosquitto, CLEAN_DISCONNECT) > clean, 10, "a clean DISCONNECT"
+    )
+    assert broker_log_count(mosquitto, DROPPED) == dropped  # the goodbye, not the will
     outbox.close()
 
 
@@ -105,6 +120,7 @@ def test_the_link_process_ends_with_a_killed_appliance_and_the_broker_says_offli
     data_dir: Path, mosquitto: MosquittoBroker
 ) -> None:
     env = environment(data_dir, mosquitto)
+    dropped = broker_log_count(mosquitto, DROPPED)
     with collecting(mosquitto, STATUS_TOPIC) as watcher:
         appliance = subprocess.Popen(
             [sys.executable, "-c", APPLIANCE], env=env, stdout=subprocess.PIPE, text=True
@@ -118,6 +134,7 @@ def test_the_link_process_ends_with_a_killed_appliance_and_the_broker_says_offli
             wait_until(lambda: process_gone(link_pid), 10, "the link process to end")
             # no DISCONNECT was sent for a device that died: the broker publishes its will
             assert watcher.wait_for(lambda ms: ms[-1].payload == b"offline", 10)
+            wait_until(lambda: broker_log_count(mosquitto, DROPPED) > dropped, 10, "a drop")
         finally:
             appliance.kill()
             appliance.wait(10)
@@ -136,11 +153,58 @@ def test_errors_raised_in_the_link_process_reach_the_uplink_as_they_were(
     link = LinkProcess()
     try:
         client = link.client(config.uplink, "test-device")
+        pid = link.pid
         with pytest.raises(ConnectionRefusedError):
             client.connect(config.uplink.host, config.uplink.port, keepalive=30)
         with pytest.raises(ConfigError, match="cannot load the TLS files"):
             link.client(bad_tls, "test-device")
-        assert link.client(config.uplink, "test-device") is not client  # still serving
+        link.client(config.uplink, "test-device")
+        assert link.pid == pid  # the same process answered all three: none of it crashed
     finally:
         link.close()
     assert link.pid is None
+
+
+def test_a_link_process_that_died_is_started_again_by_the_next_client(
+    make_config: ConfigFactory,
+) -> None:
+    config = make_config()
+    link = LinkProcess()
+    try:
+        link.client(config.uplink, "test-device")
+        first = link.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while True:  # at once, or after the end was noticed: never a hang
+            try:
+                link.client(config.uplink, "test-device")
+                break
+            except LinkProcessError:
+                assert time.monotonic() < deadline, "the link process was not started again"
+        assert link.pid not in (None, first)
+    finally:
+        link.close()
+
+
+def test_qos0_publishes_through_the_link_process_are_reported_once_written(
+    make_config: ConfigFactory, mosquitto: MosquittoBroker
+) -> None:
+    config = make_config()
+    link = LinkProcess()
+    heard: list[int] = []
+    connected = threading.Event()
+    try:
+        client = link.client(config.uplink, "qos0-test")
+        client.on_connect = lambda *_args: connected.set()
+        client.on_publish = lambda _c, _u, mid, _code, _p: heard.append(mid)
+        client.connect(mosquitto.host, mosquitto.port, keepalive=30)
+        assert connected.wait(10)
+        with collecting(mosquitto, "qos0/#") as consumer:
+            infos = [client.publish("qos0/t", f"{n}".encode(), qos=0) for n in range(50)]
+            wait_until(lambda: len(heard) == 50, 10, "every QoS 0 publish reported")
+            assert consumer.wait_for(lambda ms: len(ms) == 50, 10)
+        assert sorted(heard) == sorted(info.mid for info in infos)
+        assert all(info.is_published() for info in infos)
+    finally:
+        link.close()
