@@ -20,7 +20,8 @@ Ack = tuple[int, ReasonCode]  # (mid, reason code)
 
 
 class AckInbox:
-    """``add`` runs on paho's network thread; ``expect`` and ``take`` on the worker."""
+    """``add`` runs on paho's network thread (with the link process: the channel's reader
+    thread); ``expect`` and ``take`` on the worker."""
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self._acks: deque[Ack] = deque()

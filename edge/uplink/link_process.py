@@ -5,10 +5,11 @@ bookkeeping), and in one Python process that work and the outbox's (reading page
 deleting) take turns on one interpreter lock: one core, however many the board has. Here the
 paho client runs in a process of its own, started by ``remote_client.LinkProcess`` as
 ``python -m edge.uplink.link_process FD``; the appliance talks to it over the socket pair FD
-with ordered batches (``link_channel``); ``loop_start`` and ``loop_stop`` mean nothing here
-(:class:`LinkServer` runs paho's loop itself). It holds nothing durable: a message leaves the outbox
-only when its PUBACK has come back to the appliance, so losing this process (killed, crashed)
-costs a reconnect and a resend with the same ``id``, never a message.
+with ordered batches (``link_channel``). :class:`LinkServer` runs paho's loop itself, so the
+uplink's ``loop_start`` and ``loop_stop`` stay on the appliance's side. It holds nothing
+durable: a message leaves the outbox only when its PUBACK has come back to the appliance, so
+losing this process (killed, crashed) costs a reconnect and a resend with the same ``id``,
+never a message.
 
 Commands (appliance → here), each a tuple: ``(BUILD, request, client_options, client_id)``,
 ``(CONNECT, request, host, port, keepalive)`` (both answered ``(ANSWER, request, error|None)``),

@@ -324,7 +324,7 @@ class _Session:
         self.client = client
         self.outbox = uplink.outbox
         # paho keeps at most ``inflight_window`` unacknowledged; up to HANDED_AHEAD more wait
-        # in paho's queue, so each PUBACK sends the next message from paho's network thread
+        # in paho's queue, so each PUBACK sends the next message from paho's own loop
         # at once instead of after a round trip through this thread (the window stays full,
         # and this thread handles acknowledgements in batches). A live event waits behind at
         # most those: milliseconds at the drain's rate.
