@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx2 as httpx  # noqa: E402
 
+from tests.support import procfs  # noqa: E402
 from tests.support.models import installed_registry, write_frames  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker, free_port  # noqa: E402
 from tests.support.speech import KOREAN_MODEL  # noqa: E402
@@ -52,16 +53,11 @@ time.sleep(3600)
 
 def children(pid: int) -> list[int]:
     """The processes ``pid`` started (the appliance's MQTT link process)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-            except (FileNotFoundError, IndexError):
-                continue
-            if parent == str(pid):
-                found.append(int(entry.name))
-    return found
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and procfs.parent_pid(int(entry.name)) == pid
+    ]
 
 
 def memory_mb(pid: int) -> dict[str, float]:

@@ -46,6 +46,7 @@ from edge.config import MoltbotConfig  # noqa: E402
 from edge.config.model import UplinkSettings  # noqa: E402
 from edge.outbox.store import Outbox, sqlite_settings  # noqa: E402
 from edge.uplink.sync import Uplink  # noqa: E402
+from tests.support import procfs  # noqa: E402
 from tests.support.collector import Collector  # noqa: E402
 from tests.support.mosquitto import MosquittoBroker  # noqa: E402
 
@@ -132,10 +133,7 @@ def cpu_s() -> float:
 
 def process_cpu_s(pid: int | None) -> float:
     """CPU seconds of another process (user + system) so far; 0 without one."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return procfs.cpu_s(pid) if pid is not None else 0.0
 
 
 def bare_paho_rate(broker: MosquittoBroker, count: int, window: int) -> tuple[float, float]:

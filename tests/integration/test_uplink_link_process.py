@@ -28,6 +28,7 @@ from tests.integration.uplink_rig import (
     running_uplink,
     wait_until,
 )
+from tests.support import procfs
 from tests.support.mosquitto import MosquittoBroker, free_port
 
 pytestmark = pytest.mark.integration
@@ -59,11 +60,7 @@ DROPPED = "Client test-device closed its connection."  # ... on a socket closed 
 
 def process_gone(pid: int) -> bool:
     """Exited (a zombie no one reaped yet counts: it runs nothing and holds no socket)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
+    return procfs.state(pid) in (None, "Z", "X")
 
 
 def test_a_killed_link_process_is_replaced_and_the_drain_loses_nothing(
