@@ -138,8 +138,9 @@ if [ -d "$bsp/rootfs" ]; then
     sample_mib=$(du -sm "$bsp/rootfs" 2>/dev/null | cut -f1 || true)
     sample_mib=${sample_mib:-0}
 fi
+df_tool=${MOLTBOT_DF:-df}
 if [ -d "$bsp" ]; then
-    free_mib=$(( $(df --output=avail -k "$bsp" | tail -n 1) / 1024 ))
+    free_mib=$(( $("$df_tool" --output=avail -k "$bsp" | tail -n 1) / 1024 ))
     want_mib=$(( (sample_mib + JETPACK_PACKAGES_MIB + APP_MIB) * 2 + 4096 ))
     if [ "$free_mib" -lt "$want_mib" ]; then
         problem "only $free_mib MiB free under $bsp; installing and flashing need $want_mib MiB"

@@ -3,6 +3,7 @@
 NVIDIA's flash tools, its sample root file system and a Jetson in recovery mode cannot exist
 here: the BSP is a stand-in (the files flash.sh checks for, an os-release for the sample rootfs,
 shell scripts that record their arguments), lsusb is a stand-in script named by MOLTBOT_LSUSB,
+df is a stand-in named by MOLTBOT_DF (so the room check does not depend on this host's disk),
 and the bundle's install step is a recording stand-in (tests/integration/test_jetson_bundle_build.py
 runs the real one in an arm64 tree). What is tested is our script: every check refuses with a
 message that says what to do, nothing is touched before all checks pass, and a flash run keeps
@@ -106,13 +107,27 @@ def fake_lsusb(folder: Path, line: str) -> Path:
 
 ORIN_IN_RECOVERY = "Bus 003 Device 009: ID 0955:7023 NVIDIA Corp. APX"
 
+ROOMY_HOST_MIB = 200 * 1024
 
-def flash(bundle: Path, bsp: Path, lsusb: Path, *args: str) -> subprocess.CompletedProcess[str]:
+
+def fake_df(folder: Path, free_mib: int) -> Path:
+    """A df that answers ``df --output=avail -k PATH`` with ``free_mib`` free, whatever PATH."""
+    tool = folder / f"df-{free_mib}"
+    tool.write_text(f"#!/bin/sh\necho '   Avail'\necho '{free_mib * 1024}'\n")
+    tool.chmod(0o755)
+    return tool
+
+
+def flash(
+    bundle: Path, bsp: Path, lsusb: Path, *args: str, free_mib: int = ROOMY_HOST_MIB
+) -> subprocess.CompletedProcess[str]:
+    """Runs the bundle's flash.sh on a host with ``free_mib`` free next to the BSP."""
+    df = fake_df(lsusb.parent, free_mib)
     return subprocess.run(
         [str(bundle / "flash.sh"), str(bsp), *args],
         capture_output=True,
         text=True,
-        env=os.environ | {"MOLTBOT_LSUSB": str(lsusb)},
+        env=os.environ | {"MOLTBOT_LSUSB": str(lsusb), "MOLTBOT_DF": str(df)},
         check=False,
         timeout=120,
     )
@@ -200,6 +215,30 @@ def test_a_bundle_too_big_for_the_emmc_is_refused_before_anything_runs(tmp_path:
     )
     assert result.returncode == 3
     assert "do not fit the 32 GB eMMC" in result.stdout
+
+
+@pytest.mark.parametrize("free_mib", [0, 1771, 12_000])
+def test_a_host_without_room_to_install_and_flash_is_refused_before_anything_runs(
+    tmp_path: Path, free_mib: int
+) -> None:
+    """Unpacking JetPack's packages and NVIDIA's flash images need room next to the BSP: short
+    of it, the run stops before apply_binaries.sh, saying how much is free and how much needed."""
+    bundle = make_bundle(tmp_path / "bundle")
+    bsp = make_bsp(tmp_path)
+    lsusb = fake_lsusb(tmp_path, ORIN_IN_RECOVERY)
+    result = flash(bundle, bsp, lsusb, "--yes", free_mib=free_mib)
+    assert result.returncode == 3
+    assert f"only {free_mib} MiB free under {bsp}" in result.stdout
+    assert "installing and flashing need" in result.stdout
+    assert not (bsp / "calls.log").exists(), "NVIDIA's tools ran without room"
+
+
+def test_room_to_install_and_flash_is_reported_when_there_is_enough(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle")
+    lsusb = fake_lsusb(tmp_path, ORIN_IN_RECOVERY)
+    result = flash(bundle, make_bsp(tmp_path), lsusb, "--check-only", free_mib=20_000)
+    assert result.returncode == 0, result.stdout
+    assert "20000 MiB free for installing and flashing" in result.stdout
 
 
 def test_a_corrupted_bundle_is_refused(tmp_path: Path) -> None:
