@@ -37,6 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.errors import MoltbotError
 from edge.uplink.connection import ClientOptions, build_client
 from edge.uplink.dialect import PackedPublishProperties
+from edge.uplink.link_window import PublishWindow, WaitingPublish
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +73,10 @@ class LinkServer:
 
     paho's external-loop interface (``loop_read``, ``loop_write``, ``loop_misc``) on a
     selector shared with the channel: no network thread, so no interpreter lock to hand back
-    and forth. What a round of the loop queued (the publishes of a batch, the next messages
-    paho releases on PUBACKs) is written at its end, back to back, so that the kernel sends
-    few segments; PUBACKs go back to the appliance in batches (``ACKS_PER_SEND`` or
-    ``ACK_DELAY_S``), any other event at once.
+    and forth. The in-flight window is kept here (``link_window``), not by paho. What a round
+    of the loop queued (the publishes of a batch, the next ones the PUBACKs let go) is written
+    at its end, back to back, so that the kernel sends few segments; PUBACKs go back to the
+    appliance in batches (``ACKS_PER_SEND`` or ``ACK_DELAY_S``), any other event at once.
     """
 
     def __init__(self, connection: Connection) -> None:
@@ -84,10 +85,17 @@ class LinkServer:
         self._events: list[tuple[Any, ...]] = []
         self._urgent = False  # an event other than an ACK is waiting
         self._first_event_at = 0.0
-        self._ids: dict[int, int] = {}  # paho's mid → the appliance's id
+        self._ids: dict[int, int] = {}  # paho's mid → the appliance's id, QoS 1 and 2
+        self._ids_qos0: dict[int, int] = {}  # the same for QoS 0 (paho reports them written)
+        self._window = PublishWindow(0)
         self._selector = selectors.DefaultSelector()
         self._watched: Any = None  # the client socket the selector watches
         self._watched_mask = 0
+
+    @property
+    def window(self) -> PublishWindow:
+        """The current client's in-flight window (what is in flight, what waits)."""
+        return self._window
 
     def serve(self) -> None:
         self._selector.register(self.connection, selectors.EVENT_READ, None)
@@ -108,8 +116,7 @@ class LinkServer:
                             client.loop_write()
                 if pending and client is not None and client is self.client:
                     client.loop_read()  # TLS: bytes already inside the SSL object
-                if self.client is not None and self.client.want_write():
-                    self.client.loop_write()  # what this round queued, back to back, at once
+                self._end_round()
                 now = time.monotonic()
                 if self.client is not None and now >= next_misc:
                     self.client.loop_misc()  # keepalive: PINGREQ, and a broker gone silent
@@ -119,6 +126,17 @@ class LinkServer:
         finally:
             self._drop_client()
             self._send_events()
+
+    def _end_round(self) -> None:
+        """Send what the PUBACKs of this round made room for, then write all that this round
+        queued, back to back."""
+        client = self.client
+        if client is None:
+            return
+        if self._window.waiting():
+            self._release_waiting(client)
+        if client.want_write():
+            client.loop_write()
 
     def _timeout_s(self, pending: int) -> float:
         if pending or self._urgent:
@@ -210,6 +228,10 @@ class LinkServer:
         # round (``want_write``), back to back, instead of a system call inside every publish
         # and every PUBACK handled.
         client.on_socket_register_write = self._on_register_write
+        # The window paho was built with is kept here; paho's own is off (0): see link_window.
+        self._window = PublishWindow(client.max_inflight_messages, client.max_queued_messages)
+        client.max_inflight_messages_set(0)
+        client.max_queued_messages_set(0)
         self.client = client
 
     def _connect(self, host: str, port: int, keepalive: int) -> None:
@@ -222,6 +244,12 @@ class LinkServer:
             return
         try:
             getattr(self.client, name)(*args)
+            if name == "max_inflight_messages_set":  # paho took it: it is the window's now
+                self._window.set_limit(args[0])
+                self.client.max_inflight_messages_set(0)
+            elif name == "max_queued_messages_set":
+                self._window.set_max_queued(args[0])
+                self.client.max_queued_messages_set(0)
         except (OSError, ValueError, RuntimeError) as exc:
             logger.warning("MQTT client %s failed in the link process: %s", name, exc)
 
@@ -235,21 +263,60 @@ class LinkServer:
         packed: bytes | None,
         text: str,
     ) -> None:
-        client = self.client
-        if client is None:
+        if self.client is None:
             self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_NO_CONN)))
             return
+        window = self._window
+        if not window.has_room_to_queue():
+            self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_QUEUE_SIZE)))
+        elif window.is_full_for(qos):
+            window.wait(WaitingPublish(ident, topic, payload, qos, retain, packed, text))
+        else:
+            if qos:
+                window.sent()
+            self._send(self.client, ident, topic, payload, qos, retain, packed, text)
+
+    def _release_waiting(self, client: mqtt.Client) -> None:
+        """Send what waited, as far as the window has room (``next_ready`` takes the place)."""
+        while (ready := self._window.next_ready()) is not None:
+            self._send(
+                client,
+                ready.ident,
+                ready.topic,
+                ready.payload,
+                ready.qos,
+                ready.retain,
+                ready.packed_properties,
+                ready.properties_text,
+            )
+
+    def _send(
+        self,
+        client: mqtt.Client,
+        ident: int,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        packed: bytes | None,
+        text: str,
+    ) -> None:
+        """Hand one publish to paho; a QoS > 0 one already holds its place in the window."""
         properties = PackedPublishProperties(packed, text) if packed is not None else None
         try:
             info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+            rc = info.rc
         except ValueError as exc:  # a topic or payload paho refuses: this publish fails, not us
             logger.error("paho refused a publish on %s: %s", topic, exc)
-            self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_INVAL)))
-            return
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            self._event((PUBLISH_FAILED, ident, int(info.rc)))
-        else:  # paho only queued it (QoS 0 counts as published once written)
+            rc = mqtt.MQTT_ERR_INVAL
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            if qos:
+                self._window.acknowledged()  # never in flight: its place is free again
+            self._event((PUBLISH_FAILED, ident, int(rc)))
+        elif qos:  # sent (or in paho's buffer): acknowledged by a PUBACK (PUBCOMP)
             self._ids[info.mid] = ident
+        else:  # QoS 0 counts as published once written
+            self._ids_qos0[info.mid] = ident
 
     def _drop_client(self) -> None:
         """Forget the client. Its connection is closed without a DISCONNECT: the appliance
@@ -265,6 +332,8 @@ class LinkServer:
                 with contextlib.suppress(OSError):
                     sock.close()
         self._ids.clear()
+        self._ids_qos0.clear()
+        self._window.clear()  # the appliance publishes what waited again, on the next client
 
     @staticmethod
     def _flush_writes(client: mqtt.Client) -> None:
@@ -298,6 +367,10 @@ class LinkServer:
         self, _c: mqtt.Client, _u: object, mid: int, code: ReasonCode, _p: object
     ) -> None:
         ident = self._ids.pop(mid, None)
+        if ident is not None:
+            self._window.acknowledged()
+        else:
+            ident = self._ids_qos0.pop(mid, None)
         if ident is not None:
             self._event((ACK, ident, code.value), urgent=False)
 

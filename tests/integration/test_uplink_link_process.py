@@ -10,12 +10,17 @@ import subprocess
 import sys
 import threading
 import time
+from multiprocessing import Pipe
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge import wiring
 from edge.errors import ConfigError
+from edge.uplink import link_process as wire
+from edge.uplink.connection import ClientOptions
+from edge.uplink.link_process import LinkServer
 from edge.uplink.remote_client import LinkProcess, LinkProcessError
 from edge.uplink.sync import Uplink
 from tests.conftest import ConfigFactory
@@ -205,3 +210,55 @@ def test_qos0_publishes_through_the_link_process_are_reported_once_written(
         assert all(info.is_published() for info in infos)
     finally:
         link.close()
+
+
+def test_a_silent_broker_holds_the_window_in_flight_and_the_rest_go_in_order_when_it_answers(
+    tmp_path: Path,
+) -> None:
+    """The link process keeps paho's in-flight limit itself (``link_window``): with the broker
+    hung, exactly ``window`` QoS 1 publishes are out and the others wait; when it answers,
+    every one is acknowledged and delivered, in the order the appliance sent them."""
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    ours, theirs = Pipe()
+    server = LinkServer(theirs)
+    serving = threading.Thread(target=server.serve, daemon=True)
+    events: list[tuple[Any, ...]] = []
+
+    def receive_until(done: Any, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done() and ours.poll(max(0.0, deadline - time.monotonic())):
+            events.extend(ours.recv())
+
+    try:
+        with collecting(broker, "window/#") as consumer:
+            serving.start()
+            ours.send(
+                [
+                    (wire.BUILD, 1, ClientOptions(), "window-test"),
+                    (wire.CALL, "max_inflight_messages_set", (8,)),
+                    (wire.CONNECT, 2, broker.host, broker.port, 30),
+                ]
+            )
+            receive_until(lambda: any(e[0] == wire.CONNACK for e in events), 10)
+            assert any(e[0] == wire.CONNACK and e[1] == 0 for e in events), events
+            broker.pause()
+            count = 300
+            ours.send(
+                [(wire.PUBLISH, n, "window/t", b"%d" % n, 1, False, None, "") for n in range(count)]
+            )
+            wait_until(lambda: server.window.waiting() == count - 8, 10, "publishes to wait")
+            time.sleep(0.3)  # nothing more goes out while nothing is acknowledged
+            assert (server.window.in_flight, server.window.waiting()) == (8, count - 8)
+            broker.resume()
+            receive_until(lambda: sum(e[0] == wire.ACK for e in events) >= count, 30)
+            acked = [e[1] for e in events if e[0] == wire.ACK]
+            assert acked == list(range(count))
+            assert all(e[2] == 0 for e in events if e[0] == wire.ACK)
+            assert consumer.wait_for(lambda ms: len(ms) >= count, 10)
+            assert [m.payload for m in consumer.messages] == [b"%d" % n for n in range(count)]
+            assert (server.window.in_flight, server.window.waiting()) == (0, 0)
+    finally:
+        ours.close()
+        serving.join(10)
+        broker.stop()

@@ -104,11 +104,22 @@ class MosquittoBroker:
         """Abrupt death (SIGKILL), as when the broker's host loses power."""
         self._end(signal.SIGKILL)
 
+    def pause(self) -> None:
+        """The broker stops answering (SIGSTOP) with its connections open, as a broker
+        that hangs: what clients send waits in their sockets, nothing is acknowledged."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def _end(self, how: signal.Signals) -> None:
         if self._process is None:
             return
         if self._process.poll() is None:
             self._process.send_signal(how)
+            self._process.send_signal(signal.SIGCONT)  # a paused broker handles it too
             self._process.wait(timeout=10)
         self._process = None
 

@@ -1,0 +1,84 @@
+"""The link process's in-flight window (``link_window``): paho's limit and order, kept in
+O(1) per acknowledgement."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.uplink.link_window import PublishWindow, WaitingPublish
+
+
+def waiting(ident: int, qos: int = 1) -> WaitingPublish:
+    return WaitingPublish(ident, "t", b"x", qos, False, None, "")
+
+
+def fill(window: PublishWindow, count: int) -> list[int]:
+    """Offers ``count`` QoS 1 publishes as the link server does; the ids sent at once."""
+    sent = []
+    for ident in range(count):
+        if window.is_full_for(1):
+            window.wait(waiting(ident))
+        else:
+            window.sent()
+            sent.append(ident)
+    return sent
+
+
+def test_at_most_limit_are_in_flight_and_the_rest_wait_in_order() -> None:
+    window = PublishWindow(8)
+    assert fill(window, 20) == list(range(8))
+    assert (window.in_flight, window.waiting()) == (8, 12)
+    assert window.next_ready() is None  # no room yet
+    released = []
+    for _ in range(12):
+        window.acknowledged()
+        ready = window.next_ready()
+        assert ready is not None and window.next_ready() is None  # one ack, one room
+        released.append(ready.ident)
+    assert released == list(range(8, 20))
+    assert (window.in_flight, window.waiting()) == (8, 0)
+
+
+def test_nothing_overtakes_what_waits_even_when_an_ack_made_room() -> None:
+    window = PublishWindow(2)
+    fill(window, 3)
+    window.acknowledged()  # room for one, but publish 2 still waits
+    assert window.is_full_for(1)
+    assert not window.is_full_for(0)  # QoS 0 never waits, as in paho
+
+
+@pytest.mark.parametrize("limit", [0, 1, 64])
+def test_a_limit_of_zero_means_none_and_qos_0_is_never_counted(limit: int) -> None:
+    window = PublishWindow(limit)
+    sent = fill(window, 100)
+    assert len(sent) == (100 if limit == 0 else limit)
+    assert not window.is_full_for(0)
+
+
+def test_a_larger_limit_lets_waiting_publishes_go() -> None:
+    window = PublishWindow(1)
+    fill(window, 4)
+    window.set_limit(3)
+    ready = [window.next_ready(), window.next_ready()]
+    assert [r.ident for r in ready if r is not None] == [1, 2]
+    assert window.next_ready() is None  # the third still has no room (1 + 2 released = 3)
+    with pytest.raises(ValueError, match="0 \\(no limit\\) or more"):
+        window.set_limit(-1)
+
+
+def test_max_queued_counts_in_flight_and_waiting_as_paho_does() -> None:
+    window = PublishWindow(2, max_queued=5)
+    fill(window, 5)
+    assert not window.has_room_to_queue()
+    window.acknowledged()
+    assert window.has_room_to_queue()
+    assert PublishWindow(2, max_queued=0).has_room_to_queue()
+
+
+def test_clearing_forgets_the_client_and_returns_what_waited() -> None:
+    window = PublishWindow(2)
+    fill(window, 5)
+    assert [p.ident for p in window.clear()] == [2, 3, 4]
+    assert (window.in_flight, window.waiting()) == (0, 0)
+    window.acknowledged()  # a late ack of the old client never goes below zero
+    assert window.in_flight == 0
