@@ -321,7 +321,11 @@ class UplinkSettings(Section):
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
     connect_timeout_s: float = Field(5.0, gt=0.0, le=120.0, description="Connect timeout.")
     inflight_window: int = Field(
-        64, ge=1, le=65279, description="QoS 1 messages in flight at once during sync."
+        64,
+        ge=1,
+        le=65279,
+        description="QoS 1 messages in flight at once during sync; with the link process, an "
+        "MQTT 5 broker's smaller Receive Maximum caps it.",
     )
     live_share: float = Field(
         0.25, ge=0.0, lt=1.0, description="Share of the in-flight window kept for live events."

@@ -354,8 +354,18 @@ class LinkServer:
         return None  # the loop asks ``want_write`` every round
 
     def _on_connect(
-        self, _c: mqtt.Client, _u: object, _f: object, code: ReasonCode, _p: object
+        self, _c: mqtt.Client, _u: object, _f: object, code: ReasonCode, properties: object
     ) -> None:
+        receive_maximum = int(getattr(properties, "ReceiveMaximum", 0) or 0)
+        self._window.set_broker_limit(receive_maximum)
+        if 0 < receive_maximum < self._window.limit:
+            logger.warning(
+                "the broker takes at most %d unacknowledged messages (its Receive Maximum): "
+                "the in-flight window is %d, not %d (uplink.inflight_window)",
+                receive_maximum,
+                receive_maximum,
+                self._window.limit,
+            )
         self._event((CONNACK, code.value, code.packetType))
 
     def _on_disconnect(

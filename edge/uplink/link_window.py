@@ -7,7 +7,10 @@ that is some 65 steps for each message acknowledged, a fifth of the link process
 drain. Here the window is a counter and a FIFO queue, so paho's own limit is off (0) and
 nothing in it is ever queued: each acknowledgement lets the oldest waiting publish go, in O(1).
 The behaviour is paho's: the same limit (0 = none), order kept, QoS 0 never waits, and
-``max_queued`` (0 = no limit) counts what is in flight and what waits, as paho does.
+``max_queued`` (0 = no limit) counts what is in flight and what waits, as paho does. One thing
+paho does not do is done here: an MQTT 5 broker's *Receive Maximum* (in its CONNACK) caps the
+window, as the specification requires of a client ([MQTT-3.3.4-7]); a broker that enforces it
+disconnects a client that sends more (reason code 0x93).
 """
 
 from __future__ import annotations
@@ -33,15 +36,28 @@ class PublishWindow:
     """Counts QoS > 0 publishes in flight and holds the ones that wait for room."""
 
     def __init__(self, limit: int, max_queued: int = 0) -> None:
-        self.limit = limit  # 0: no limit
+        self.limit = limit  # what the client was set to; 0: no limit
         self.max_queued = max_queued  # 0: no limit
+        self.broker_limit = 0  # the broker's Receive Maximum; 0: it named none
         self.in_flight = 0
         self._waiting: deque[WaitingPublish] = deque()
+
+    @property
+    def effective_limit(self) -> int:
+        """The smaller of the client's limit and the broker's (0: neither limits)."""
+        limits = [limit for limit in (self.limit, self.broker_limit) if limit > 0]
+        return min(limits) if limits else 0
 
     def set_limit(self, limit: int) -> None:
         if limit < 0:
             raise ValueError("the in-flight window must be 0 (no limit) or more")
         self.limit = limit
+
+    def set_broker_limit(self, receive_maximum: int) -> None:
+        """The broker's Receive Maximum (1–65535) from its CONNACK; 0 when it named none."""
+        if receive_maximum < 0:
+            raise ValueError("a Receive Maximum is 1 to 65535 (0: none named)")
+        self.broker_limit = receive_maximum
 
     def set_max_queued(self, max_queued: int) -> None:
         if max_queued < 0:
@@ -52,7 +68,11 @@ class PublishWindow:
         """Whether a new publish of ``qos`` must wait (QoS 0 never does; nothing overtakes)."""
         if qos == 0:
             return False
-        return bool(self._waiting) or (0 < self.limit <= self.in_flight)
+        return bool(self._waiting) or self._full()
+
+    def _full(self) -> bool:
+        limit = self.effective_limit
+        return 0 < limit <= self.in_flight
 
     def has_room_to_queue(self) -> bool:
         """Whether one more may be taken at all (paho's ``max_queued_messages``)."""
@@ -73,7 +93,7 @@ class PublishWindow:
     def next_ready(self) -> WaitingPublish | None:
         """The oldest waiting publish, if the window has room for it now; the place is
         taken (``sent``) for it."""
-        if self._waiting and not (0 < self.limit <= self.in_flight):
+        if self._waiting and not self._full():
             self.in_flight += 1
             return self._waiting.popleft()
         return None

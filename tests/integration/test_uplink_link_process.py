@@ -212,13 +212,24 @@ def test_qos0_publishes_through_the_link_process_are_reported_once_written(
         link.close()
 
 
+@pytest.mark.parametrize(
+    ("receive_maximum", "window", "in_flight"),
+    [(None, 8, 8), (5, 8, 5)],
+    ids=["the-window", "the-brokers-receive-maximum"],
+)
 def test_a_silent_broker_holds_the_window_in_flight_and_the_rest_go_in_order_when_it_answers(
-    tmp_path: Path,
+    tmp_path: Path, receive_maximum: int | None, window: int, in_flight: int
 ) -> None:
     """The link process keeps paho's in-flight limit itself (``link_window``): with the broker
     hung, exactly ``window`` QoS 1 publishes are out and the others wait; when it answers,
-    every one is acknowledged and delivered, in the order the appliance sent them."""
+    every one is acknowledged and delivered, in the order the appliance sent them. A broker
+    that names a smaller Receive Maximum in its CONNACK (Mosquitto: ``max_inflight_messages``)
+    gets no more than that in flight, as MQTT 5 requires."""
     broker = MosquittoBroker(tmp_path / "broker")
+    if receive_maximum is not None:
+        broker = MosquittoBroker(
+            tmp_path / "broker", extra_config=f"max_inflight_messages {receive_maximum}\n"
+        )
     broker.start()
     ours, theirs = Pipe()
     server = LinkServer(theirs)
@@ -236,7 +247,7 @@ def test_a_silent_broker_holds_the_window_in_flight_and_the_rest_go_in_order_whe
             ours.send(
                 [
                     (wire.BUILD, 1, ClientOptions(), "window-test"),
-                    (wire.CALL, "max_inflight_messages_set", (8,)),
+                    (wire.CALL, "max_inflight_messages_set", (window,)),
                     (wire.CONNECT, 2, broker.host, broker.port, 30),
                 ]
             )
@@ -247,9 +258,14 @@ def test_a_silent_broker_holds_the_window_in_flight_and_the_rest_go_in_order_whe
             ours.send(
                 [(wire.PUBLISH, n, "window/t", b"%d" % n, 1, False, None, "") for n in range(count)]
             )
-            wait_until(lambda: server.window.waiting() == count - 8, 10, "publishes to wait")
+            wait_until(
+                lambda: server.window.waiting() == count - in_flight, 10, "publishes to wait"
+            )
             time.sleep(0.3)  # nothing more goes out while nothing is acknowledged
-            assert (server.window.in_flight, server.window.waiting()) == (8, count - 8)
+            assert (server.window.in_flight, server.window.waiting()) == (
+                in_flight,
+                count - in_flight,
+            )
             broker.resume()
             receive_until(lambda: sum(e[0] == wire.ACK for e in events) >= count, 30)
             acked = [e[1] for e in events if e[0] == wire.ACK]

@@ -82,3 +82,16 @@ def test_clearing_forgets_the_client_and_returns_what_waited() -> None:
     assert (window.in_flight, window.waiting()) == (0, 0)
     window.acknowledged()  # a late ack of the old client never goes below zero
     assert window.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("limit", "receive_maximum", "in_flight"), [(64, 20, 20), (8, 20, 8), (0, 20, 20), (64, 0, 64)]
+)
+def test_the_brokers_receive_maximum_caps_the_window(
+    limit: int, receive_maximum: int, in_flight: int
+) -> None:
+    window = PublishWindow(limit)
+    window.set_broker_limit(receive_maximum)
+    assert fill(window, 100) == list(range(in_flight))
+    window.set_broker_limit(0)  # the next connection's broker names none
+    assert window.effective_limit == limit
