@@ -7,7 +7,7 @@ The callbacks have paho 2.x's VERSION2 signatures and run on a thread of the cli
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from paho.mqtt.properties import Properties
 
@@ -61,3 +61,19 @@ class LinkClient(Protocol):
     ) -> PublishInfo: ...
 
     def subscribe(self, topic: str, qos: int = 0) -> Any: ...
+
+
+@runtime_checkable
+class FirstPublisher(Protocol):
+    """A client that can send a publish ahead of those still waiting for the in-flight window
+    (the link process's): the live lane's events overtake the backlog handed over before them.
+    paho's own client cannot; its queue is first in, first out."""
+
+    def publish_first(
+        self,
+        topic: str,
+        payload: str | bytes | None = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> PublishInfo: ...

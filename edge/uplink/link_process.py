@@ -14,7 +14,8 @@ never a message.
 Commands (appliance → here), each a tuple: ``(BUILD, request, client_options, client_id)``,
 ``(CONNECT, request, host, port, keepalive)`` (both answered ``(ANSWER, request, error|None)``),
 ``(CALL, name, args)`` for the client's other methods, ``(PUBLISH, id, topic, payload, qos,
-retain, packed_properties, properties_text)``. Events (here → appliance): ``ANSWER``,
+retain, packed_properties, properties_text, first)`` (``first``: ahead of what waits for the
+in-flight window, the live lane's). Events (here → appliance): ``ANSWER``,
 ``(CONNACK, code, packet_type)``, ``(DISCONNECTED, code, packet_type)``, ``(ACK, id, code)``,
 ``(MESSAGE, topic, payload)``, ``(PUBLISH_FAILED, id, rc)``.
 """
@@ -262,6 +263,7 @@ class LinkServer:
         retain: bool,
         packed: bytes | None,
         text: str,
+        first: bool = False,
     ) -> None:
         if self.client is None:
             self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_NO_CONN)))
@@ -269,8 +271,10 @@ class LinkServer:
         window = self._window
         if not window.has_room_to_queue():
             self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_QUEUE_SIZE)))
-        elif window.is_full_for(qos):
-            window.wait(WaitingPublish(ident, topic, payload, qos, retain, packed, text))
+        elif window.is_full_for(qos, first=first):
+            window.wait(
+                WaitingPublish(ident, topic, payload, qos, retain, packed, text), first=first
+            )
         else:
             if qos:
                 window.sent()

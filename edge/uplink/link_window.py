@@ -10,7 +10,9 @@ The behaviour is paho's: the same limit (0 = none), order kept, QoS 0 never wait
 ``max_queued`` (0 = no limit) counts what is in flight and what waits, as paho does. One thing
 paho does not do is done here: an MQTT 5 broker's *Receive Maximum* (in its CONNACK) caps the
 window, as the specification requires of a client ([MQTT-3.3.4-7]); a broker that enforces it
-disconnects a client that sends more (reason code 0x93).
+disconnects a client that sends more (reason code 0x93). And publishes marked *first* (the
+live lane's) wait in a queue of their own that goes before the others: a defect event is not
+held behind the backlog already handed over.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class PublishWindow:
         self.broker_limit = 0  # the broker's Receive Maximum; 0: it named none
         self.in_flight = 0
         self._waiting: deque[WaitingPublish] = deque()
+        self._first: deque[WaitingPublish] = deque()  # waiting, ahead of ``_waiting``
 
     @property
     def effective_limit(self) -> int:
@@ -64,11 +67,14 @@ class PublishWindow:
             raise ValueError("the queue size must be 0 (no limit) or more")
         self.max_queued = max_queued
 
-    def is_full_for(self, qos: int) -> bool:
-        """Whether a new publish of ``qos`` must wait (QoS 0 never does; nothing overtakes)."""
+    def is_full_for(self, qos: int, *, first: bool = False) -> bool:
+        """Whether a new publish of ``qos`` must wait (QoS 0 never does). Nothing overtakes
+        what waits in its own queue; a *first* one overtakes the others."""
         if qos == 0:
             return False
-        return bool(self._waiting) or self._full()
+        if first:
+            return bool(self._first) or self._full()
+        return bool(self._first or self._waiting) or self._full()
 
     def _full(self) -> bool:
         limit = self.effective_limit
@@ -76,10 +82,10 @@ class PublishWindow:
 
     def has_room_to_queue(self) -> bool:
         """Whether one more may be taken at all (paho's ``max_queued_messages``)."""
-        return self.max_queued == 0 or self.in_flight + len(self._waiting) < self.max_queued
+        return self.max_queued == 0 or self.in_flight + self.waiting() < self.max_queued
 
-    def wait(self, publish: WaitingPublish) -> None:
-        self._waiting.append(publish)
+    def wait(self, publish: WaitingPublish, *, first: bool = False) -> None:
+        (self._first if first else self._waiting).append(publish)
 
     def sent(self) -> None:
         """A QoS > 0 publish goes to paho now: it holds a place in the window."""
@@ -93,17 +99,21 @@ class PublishWindow:
     def next_ready(self) -> WaitingPublish | None:
         """The oldest waiting publish, if the window has room for it now; the place is
         taken (``sent``) for it."""
-        if self._waiting and not self._full():
-            self.in_flight += 1
-            return self._waiting.popleft()
+        if self._full():
+            return None
+        for queue in (self._first, self._waiting):
+            if queue:
+                self.in_flight += 1
+                return queue.popleft()
         return None
 
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._first) + len(self._waiting)
 
     def clear(self) -> list[WaitingPublish]:
         """Forget everything (the client is gone); what waited, for the record."""
-        waited = list(self._waiting)
+        waited = [*self._first, *self._waiting]
+        self._first.clear()
         self._waiting.clear()
         self.in_flight = 0
         return waited

@@ -122,6 +122,29 @@ class RemoteClient:
         retain: bool = False,
         properties: Properties | None = None,
     ) -> RemotePublishInfo:
+        return self._publish(topic, payload, qos, retain, properties, first=False)
+
+    def publish_first(
+        self,
+        topic: str,
+        payload: str | bytes | None = None,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> RemotePublishInfo:
+        """``publish``, ahead of what waits for the in-flight window (``FirstPublisher``)."""
+        return self._publish(topic, payload, qos, retain, properties, first=True)
+
+    def _publish(
+        self,
+        topic: str,
+        payload: str | bytes | None,
+        qos: int,
+        retain: bool,
+        properties: Properties | None,
+        *,
+        first: bool,
+    ) -> RemotePublishInfo:
         info = RemotePublishInfo(self._link.next_id())
         if isinstance(payload, str):
             payload = payload.encode()
@@ -130,7 +153,7 @@ class RemoteClient:
         self._unacknowledged[info.mid] = info
         try:
             self._link.send(
-                (wire.PUBLISH, info.mid, topic, payload or b"", qos, retain, packed, text)
+                (wire.PUBLISH, info.mid, topic, payload or b"", qos, retain, packed, text, first)
             )
         except ChannelClosedError:
             del self._unacknowledged[info.mid]

@@ -41,7 +41,7 @@ from edge.uplink.acks import AckInbox
 from edge.uplink.commands import CommandRouter
 from edge.uplink.connection import build_settings_client
 from edge.uplink.dialect import Dialect, JsonDialect, Stamped
-from edge.uplink.link_client import LinkClient
+from edge.uplink.link_client import FirstPublisher, LinkClient
 from edge.uplink.remote_client import LinkProcess, LinkProcessError
 from edge.uplink.topics import TopicScheme
 
@@ -52,7 +52,12 @@ ACK_FLUSH_S = 0.05  # ... or after this long
 IDLE_POLL_S = 0.2  # how often an idle link looks for messages put by other processes
 PREFETCH_MESSAGES = 256  # backlog read per query, ahead of the window
 DRAINED_POLL_S = 0.02
-HANDED_AHEAD = 256  # backlog messages handed to paho beyond the in-flight window
+# Backlog messages handed to the MQTT client beyond the in-flight window: with the link process
+# (a ``FirstPublisher``: live events go ahead of them) enough to bridge the round trip of its
+# acknowledgements to this process; with paho in-process, whose queue is first in first out,
+# fewer, as a live event waits behind them.
+HANDED_AHEAD = 1024
+HANDED_AHEAD_IN_PROCESS = 256
 LIVE_LANE_MAX = 10_000  # beyond this, new events wait in the backlog like the rest
 
 
@@ -323,14 +328,17 @@ class _Session:
         self.uplink = uplink
         self.client = client
         self.outbox = uplink.outbox
-        # paho keeps at most ``inflight_window`` unacknowledged; up to HANDED_AHEAD more wait
-        # in paho's queue, so each PUBACK sends the next message from paho's own loop
+        # The client keeps at most ``inflight_window`` unacknowledged; up to ``ahead`` more wait
+        # in its queue, so each PUBACK sends the next message from the client's own loop
         # at once instead of after a round trip through this thread (the window stays full,
-        # and this thread handles acknowledgements in batches). A live event waits behind at
-        # most those: milliseconds at the drain's rate.
+        # and this thread handles acknowledgements in batches). A live event goes ahead of
+        # them where the client can do that (the link process); with paho in this process it
+        # waits behind them: milliseconds at the drain's rate.
+        self._publish_first = client.publish_first if isinstance(client, FirstPublisher) else None
+        ahead = HANDED_AHEAD if self._publish_first is not None else HANDED_AHEAD_IN_PROCESS
         self.mqtt_window = uplink.settings.inflight_window
-        self.window = self.mqtt_window + HANDED_AHEAD
-        self.backlog_window = uplink._backlog_window + HANDED_AHEAD
+        self.window = self.mqtt_window + ahead
+        self.backlog_window = uplink._backlog_window + ahead
         self.dialect = uplink.dialect
         self.inflight: dict[int, tuple[OutboxMessage, bool]] = {}  # mid → (message, is_live)
         self.backlog_inflight = 0
@@ -509,7 +517,10 @@ class _Session:
         out = self.dialect.encode(
             self.client, Stamped(message, created_at, time_source, remaining_s)
         )
-        info = self.client.publish(out.topic, out.payload, qos=out.qos, properties=out.properties)
+        publish = self.client.publish
+        if is_live and self._publish_first is not None:
+            publish = self._publish_first  # ahead of the backlog handed over already
+        info = publish(out.topic, out.payload, qos=out.qos, properties=out.properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             logger.warning(
                 "publish failed (%s); resuming after reconnect", mqtt.error_string(info.rc)

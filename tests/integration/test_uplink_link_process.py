@@ -278,3 +278,52 @@ def test_a_silent_broker_holds_the_window_in_flight_and_the_rest_go_in_order_whe
         ours.close()
         serving.join(10)
         broker.stop()
+
+
+def test_a_live_publish_overtakes_the_backlog_waiting_in_the_link_process(tmp_path: Path) -> None:
+    """The live lane through the link process: a publish sent ``first`` while backlog
+    publishes wait for the in-flight window (the broker hung) goes out before them."""
+    broker = MosquittoBroker(tmp_path / "broker")
+    broker.start()
+    ours, theirs = Pipe()
+    server = LinkServer(theirs)
+    serving = threading.Thread(target=server.serve, daemon=True)
+    events: list[tuple[Any, ...]] = []
+
+    def receive_until(done: Any, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done() and ours.poll(max(0.0, deadline - time.monotonic())):
+            events.extend(ours.recv())
+
+    try:
+        with collecting(broker, "lane/#") as consumer:
+            serving.start()
+            ours.send(
+                [
+                    (wire.BUILD, 1, ClientOptions(), "lane-test"),
+                    (wire.CALL, "max_inflight_messages_set", (4,)),
+                    (wire.CONNECT, 2, broker.host, broker.port, 30),
+                ]
+            )
+            receive_until(lambda: any(e[0] == wire.CONNACK for e in events), 10)
+            broker.pause()
+            backlog = [
+                (wire.PUBLISH, n, "lane/backlog", b"%d" % n, 1, False, None, "", False)
+                for n in range(20)
+            ]
+            live = (wire.PUBLISH, 100, "lane/live", b"defect", 1, False, None, "", True)
+            ours.send(backlog)
+            wait_until(lambda: server.window.waiting() == 16, 10, "the backlog to wait")
+            ours.send([live])
+            wait_until(lambda: server.window.waiting() == 17, 10, "the live one to wait")
+            broker.resume()
+            assert consumer.wait_for(lambda ms: len(ms) >= 21, 20)
+            arrived = [m.payload for m in consumer.messages]
+    finally:
+        ours.close()
+        serving.join(10)
+        broker.stop()
+    in_flight_before = [b"%d" % n for n in range(4)]
+    assert arrived[:4] == in_flight_before  # already sent when the live one came
+    assert arrived[4] == b"defect"
+    assert arrived[5:] == [b"%d" % n for n in range(4, 20)]

@@ -8,6 +8,8 @@ which has the runtime without the builder).
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -20,9 +22,19 @@ from edge.cli import main, plugins
 GROUP = plugins.GROUP
 
 
+def _forget_fake_builder() -> None:
+    """Each test writes its own ``fake_builder``: none imported by an earlier one (from a
+    folder that may be gone) stays in ``sys.modules``."""
+    for name in [n for n in sys.modules if n == "fake_builder" or n.startswith("fake_builder.")]:
+        del sys.modules[name]
+
+
 @pytest.fixture
-def installed_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[EntryPoint]:
+def installed_plugins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[list[EntryPoint]]:
     """The entry points ``moltbot`` finds: whatever the test appends to the returned list."""
+    _forget_fake_builder()
     package = tmp_path / "fake_builder"
     package.mkdir()
     (package / "__init__.py").write_text("")
@@ -37,7 +49,8 @@ def installed_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[E
     monkeypatch.syspath_prepend(str(tmp_path))
     found: list[EntryPoint] = []
     monkeypatch.setattr(plugins, "entry_points", lambda group: found if group == GROUP else [])
-    return found
+    yield found
+    _forget_fake_builder()
 
 
 def _plugin(name: str, value: str) -> EntryPoint:

@@ -95,3 +95,28 @@ def test_the_brokers_receive_maximum_caps_the_window(
     assert fill(window, 100) == list(range(in_flight))
     window.set_broker_limit(0)  # the next connection's broker names none
     assert window.effective_limit == limit
+
+
+def test_first_publishes_go_ahead_of_the_waiting_backlog_in_their_own_order() -> None:
+    window = PublishWindow(2)
+    fill(window, 6)  # 0, 1 in flight; 2-5 wait
+    assert window.is_full_for(1, first=True)  # the window is full: it waits too ...
+    window.wait(waiting(100), first=True)
+    window.wait(waiting(101), first=True)
+    assert window.is_full_for(1, first=True)  # ... and a later one waits behind it
+    window.acknowledged()
+    window.acknowledged()
+    released = [window.next_ready(), window.next_ready()]
+    assert [r.ident for r in released if r is not None] == [100, 101]  # ... but before 2-5
+    assert window.waiting() == 4
+    window.acknowledged()
+    ready = window.next_ready()
+    assert ready is not None and ready.ident == 2
+
+
+def test_a_first_publish_with_room_goes_at_once_past_a_backlog_that_waits() -> None:
+    window = PublishWindow(2)
+    fill(window, 4)
+    window.acknowledged()  # room for one; the backlog's next is not released yet
+    assert window.is_full_for(1)  # a backlog publish keeps its place in the queue
+    assert not window.is_full_for(1, first=True)  # a live one takes the room
