@@ -10,7 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from multiprocessing import Pipe
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +216,52 @@ def test_qos0_publishes_through_the_link_process_are_reported_once_written(
         link.close()
 
 
+@dataclass
+class ServedLink:
+    """A LinkServer in a thread of this process, connected to ``broker`` with ``window``."""
+
+    broker: MosquittoBroker
+    server: LinkServer
+    channel: Connection
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def receive_until(self, done: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done() and self.channel.poll(max(0.0, deadline - time.monotonic())):
+            self.events.extend(self.channel.recv())
+
+    def acked(self) -> list[int]:
+        return [event[1] for event in self.events if event[0] == wire.ACK]
+
+
+@contextmanager
+def served_link(broker: MosquittoBroker, window: int) -> Iterator[ServedLink]:
+    broker.start()
+    ours, theirs = Pipe()
+    served = ServedLink(broker, LinkServer(theirs), ours)
+    serving = threading.Thread(target=served.server.serve, daemon=True)
+    serving.start()
+    try:
+        ours.send(
+            [
+                (wire.BUILD, 1, ClientOptions(), "window-test"),
+                (wire.CALL, "max_inflight_messages_set", (window,)),
+                (wire.CONNECT, 2, broker.host, broker.port, 30),
+            ]
+        )
+        served.receive_until(lambda: any(e[0] == wire.CONNACK for e in served.events), 10)
+        assert any(e[0] == wire.CONNACK and e[1] == 0 for e in served.events), served.events
+        yield served
+    finally:
+        ours.close()
+        serving.join(10)
+        broker.stop()
+
+
+def publish_command(n: int, topic: str, payload: bytes, *, first: bool = False) -> tuple[Any, ...]:
+    return (wire.PUBLISH, n, topic, payload, 1, False, None, "", first)
+
+
 @pytest.mark.parametrize(
     ("receive_maximum", "window", "in_flight"),
     [(None, 8, 8), (5, 8, 5)],
@@ -225,105 +275,38 @@ def test_a_silent_broker_holds_the_window_in_flight_and_the_rest_go_in_order_whe
     every one is acknowledged and delivered, in the order the appliance sent them. A broker
     that names a smaller Receive Maximum in its CONNACK (Mosquitto: ``max_inflight_messages``)
     gets no more than that in flight, as MQTT 5 requires."""
-    broker = MosquittoBroker(tmp_path / "broker")
-    if receive_maximum is not None:
-        broker = MosquittoBroker(
-            tmp_path / "broker", extra_config=f"max_inflight_messages {receive_maximum}\n"
-        )
-    broker.start()
-    ours, theirs = Pipe()
-    server = LinkServer(theirs)
-    serving = threading.Thread(target=server.serve, daemon=True)
-    events: list[tuple[Any, ...]] = []
-
-    def receive_until(done: Any, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done() and ours.poll(max(0.0, deadline - time.monotonic())):
-            events.extend(ours.recv())
-
-    try:
-        with collecting(broker, "window/#") as consumer:
-            serving.start()
-            ours.send(
-                [
-                    (wire.BUILD, 1, ClientOptions(), "window-test"),
-                    (wire.CALL, "max_inflight_messages_set", (window,)),
-                    (wire.CONNECT, 2, broker.host, broker.port, 30),
-                ]
-            )
-            receive_until(lambda: any(e[0] == wire.CONNACK for e in events), 10)
-            assert any(e[0] == wire.CONNACK and e[1] == 0 for e in events), events
-            broker.pause()
-            count = 300
-            ours.send(
-                [(wire.PUBLISH, n, "window/t", b"%d" % n, 1, False, None, "") for n in range(count)]
-            )
-            wait_until(
-                lambda: server.window.waiting() == count - in_flight, 10, "publishes to wait"
-            )
-            time.sleep(0.3)  # nothing more goes out while nothing is acknowledged
-            assert (server.window.in_flight, server.window.waiting()) == (
-                in_flight,
-                count - in_flight,
-            )
-            broker.resume()
-            receive_until(lambda: sum(e[0] == wire.ACK for e in events) >= count, 30)
-            acked = [e[1] for e in events if e[0] == wire.ACK]
-            assert acked == list(range(count))
-            assert all(e[2] == 0 for e in events if e[0] == wire.ACK)
-            assert consumer.wait_for(lambda ms: len(ms) >= count, 10)
-            assert [m.payload for m in consumer.messages] == [b"%d" % n for n in range(count)]
-            assert (server.window.in_flight, server.window.waiting()) == (0, 0)
-    finally:
-        ours.close()
-        serving.join(10)
-        broker.stop()
+    extra = f"max_inflight_messages {receive_maximum}\n" if receive_maximum else ""
+    broker = MosquittoBroker(tmp_path / "broker", extra_config=extra)
+    count = 300
+    with served_link(broker, window) as link, collecting(broker, "window/#") as consumer:
+        broker.pause()
+        link.channel.send([publish_command(n, "window/t", b"%d" % n) for n in range(count)])
+        window_of = link.server.window
+        wait_until(lambda: window_of.waiting() == count - in_flight, 10, "publishes to wait")
+        time.sleep(0.3)  # nothing more goes out while nothing is acknowledged
+        assert (window_of.in_flight, window_of.waiting()) == (in_flight, count - in_flight)
+        broker.resume()
+        link.receive_until(lambda: len(link.acked()) >= count, 30)
+        assert link.acked() == list(range(count))
+        assert all(e[2] == 0 for e in link.events if e[0] == wire.ACK)
+        assert consumer.wait_for(lambda ms: len(ms) >= count, 10)
+        assert [m.payload for m in consumer.messages] == [b"%d" % n for n in range(count)]
+        assert (window_of.in_flight, window_of.waiting()) == (0, 0)
 
 
 def test_a_live_publish_overtakes_the_backlog_waiting_in_the_link_process(tmp_path: Path) -> None:
     """The live lane through the link process: a publish sent ``first`` while backlog
     publishes wait for the in-flight window (the broker hung) goes out before them."""
     broker = MosquittoBroker(tmp_path / "broker")
-    broker.start()
-    ours, theirs = Pipe()
-    server = LinkServer(theirs)
-    serving = threading.Thread(target=server.serve, daemon=True)
-    events: list[tuple[Any, ...]] = []
-
-    def receive_until(done: Any, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done() and ours.poll(max(0.0, deadline - time.monotonic())):
-            events.extend(ours.recv())
-
-    try:
-        with collecting(broker, "lane/#") as consumer:
-            serving.start()
-            ours.send(
-                [
-                    (wire.BUILD, 1, ClientOptions(), "lane-test"),
-                    (wire.CALL, "max_inflight_messages_set", (4,)),
-                    (wire.CONNECT, 2, broker.host, broker.port, 30),
-                ]
-            )
-            receive_until(lambda: any(e[0] == wire.CONNACK for e in events), 10)
-            broker.pause()
-            backlog = [
-                (wire.PUBLISH, n, "lane/backlog", b"%d" % n, 1, False, None, "", False)
-                for n in range(20)
-            ]
-            live = (wire.PUBLISH, 100, "lane/live", b"defect", 1, False, None, "", True)
-            ours.send(backlog)
-            wait_until(lambda: server.window.waiting() == 16, 10, "the backlog to wait")
-            ours.send([live])
-            wait_until(lambda: server.window.waiting() == 17, 10, "the live one to wait")
-            broker.resume()
-            assert consumer.wait_for(lambda ms: len(ms) >= 21, 20)
-            arrived = [m.payload for m in consumer.messages]
-    finally:
-        ours.close()
-        serving.join(10)
-        broker.stop()
-    in_flight_before = [b"%d" % n for n in range(4)]
-    assert arrived[:4] == in_flight_before  # already sent when the live one came
+    with served_link(broker, 4) as link, collecting(broker, "lane/#") as consumer:
+        broker.pause()
+        link.channel.send([publish_command(n, "lane/backlog", b"%d" % n) for n in range(20)])
+        wait_until(lambda: link.server.window.waiting() == 16, 10, "the backlog to wait")
+        link.channel.send([publish_command(100, "lane/live", b"defect", first=True)])
+        wait_until(lambda: link.server.window.waiting() == 17, 10, "the live one to wait")
+        broker.resume()
+        assert consumer.wait_for(lambda ms: len(ms) >= 21, 20)
+        arrived = [m.payload for m in consumer.messages]
+    assert arrived[:4] == [b"%d" % n for n in range(4)]  # already sent when the live one came
     assert arrived[4] == b"defect"
     assert arrived[5:] == [b"%d" % n for n in range(4, 20)]
