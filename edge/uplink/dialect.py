@@ -59,6 +59,11 @@ class Reaction:
 
 
 class Dialect(Protocol):
+    # Whether a live event may reach the broker before backlog messages encoded earlier (the
+    # live lane going ahead in the MQTT client's queue). Not where the encoding numbers the
+    # messages in sending order (Sparkplug's ``seq``).
+    live_may_overtake: bool
+
     def will(self, client: LinkClient) -> None: ...
     def begin(self, client: LinkClient) -> None: ...
     def ready(self) -> bool: ...
@@ -70,6 +75,8 @@ class Dialect(Protocol):
 
 class JsonDialect:
     """The default: one topic per event kind, a JSON envelope, a retained availability string."""
+
+    live_may_overtake = True  # consumers order by the envelope's created_at, not arrival
 
     def __init__(self, topics: TopicScheme, *, mqtt_v5: bool) -> None:
         self.topics = topics

@@ -134,8 +134,8 @@ class LinkServer:
         client = self.client
         if client is None:
             return
-        if self._window.waiting():
-            self._release_waiting(client)
+        if self._window.waiting() and client.socket() is not None:
+            self._release_waiting(client)  # (not on a lost connection: the client is dropped)
         if client.want_write():
             client.loop_write()
 
@@ -241,6 +241,9 @@ class LinkServer:
         self.client.connect(host, port, keepalive=keepalive)
 
     def _call(self, name: str, args: tuple[Any, ...]) -> None:
+        if name == "forget_waiting":  # the appliance says goodbye next: nothing after it
+            self._window.drop_waiting()
+            return
         if self.client is None or name not in CALLABLE:
             return
         try:
@@ -269,7 +272,7 @@ class LinkServer:
             self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_NO_CONN)))
             return
         window = self._window
-        if not window.has_room_to_queue():
+        if qos and not window.has_room_to_queue():  # paho's max_queued counts QoS > 0 only
             self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_QUEUE_SIZE)))
         elif window.is_full_for(qos, first=first):
             window.wait(
@@ -281,9 +284,10 @@ class LinkServer:
             self._send(self.client, ident, topic, payload, qos, retain, packed, text)
 
     def _release_waiting(self, client: mqtt.Client) -> None:
-        """Send what waited, as far as the window has room (``next_ready`` takes the place)."""
+        """Send what waited, as far as the window has room (``next_ready`` takes the place);
+        after a failed one the rest stay (the appliance hears of the failure and reconnects)."""
         while (ready := self._window.next_ready()) is not None:
-            self._send(
+            sent = self._send(
                 client,
                 ready.ident,
                 ready.topic,
@@ -293,6 +297,8 @@ class LinkServer:
                 ready.packed_properties,
                 ready.properties_text,
             )
+            if not sent:
+                return
 
     def _send(
         self,
@@ -304,8 +310,9 @@ class LinkServer:
         retain: bool,
         packed: bytes | None,
         text: str,
-    ) -> None:
-        """Hand one publish to paho; a QoS > 0 one already holds its place in the window."""
+    ) -> bool:
+        """Hand one publish to paho (False: it failed, and the appliance is told); a QoS > 0
+        one already holds its place in the window."""
         properties = PackedPublishProperties(packed, text) if packed is not None else None
         try:
             info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
@@ -317,10 +324,12 @@ class LinkServer:
             if qos:
                 self._window.acknowledged()  # never in flight: its place is free again
             self._event((PUBLISH_FAILED, ident, int(rc)))
-        elif qos:  # sent (or in paho's buffer): acknowledged by a PUBACK (PUBCOMP)
+            return False
+        if qos:  # sent (or in paho's buffer): acknowledged by a PUBACK (PUBCOMP)
             self._ids[info.mid] = ident
         else:  # QoS 0 counts as published once written
             self._ids_qos0[info.mid] = ident
+        return True
 
     def _drop_client(self) -> None:
         """Forget the client. Its connection is closed without a DISCONNECT: the appliance

@@ -110,6 +110,13 @@ class PublishWindow:
     def waiting(self) -> int:
         return len(self._first) + len(self._waiting)
 
+    def drop_waiting(self) -> list[WaitingPublish]:
+        """Forget what waits (it was never sent); what is in flight stays counted."""
+        dropped = [*self._first, *self._waiting]
+        self._first.clear()
+        self._waiting.clear()
+        return dropped
+
     def clear(self) -> list[WaitingPublish]:
         """Forget everything (the client is gone); what waited, for the record."""
         waited = [*self._first, *self._waiting]

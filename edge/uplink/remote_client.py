@@ -111,6 +111,11 @@ class RemoteClient:
     def disconnect(self) -> None:
         self._call("disconnect")
 
+    def forget_waiting(self) -> None:
+        """Drop the publishes that wait for the in-flight window over there (never sent: the
+        outbox still holds them); those in flight stay (``FirstPublisher``)."""
+        self._call("forget_waiting")
+
     def subscribe(self, topic: str, qos: int = 0) -> None:
         self._call("subscribe", topic, qos)
 

@@ -333,8 +333,12 @@ class _Session:
         # at once instead of after a round trip through this thread (the window stays full,
         # and this thread handles acknowledgements in batches). A live event goes ahead of
         # them where the client can do that (the link process); with paho in this process it
-        # waits behind them: milliseconds at the drain's rate.
-        self._publish_first = client.publish_first if isinstance(client, FirstPublisher) else None
+        # waits behind them (and so it does where the dialect numbers messages in sending
+        # order: Sparkplug): milliseconds at the drain's rate.
+        lanes = client if isinstance(client, FirstPublisher) else None
+        self._lanes = lanes
+        overtake = lanes is not None and uplink.dialect.live_may_overtake
+        self._publish_first = lanes.publish_first if lanes is not None and overtake else None
         ahead = HANDED_AHEAD if self._publish_first is not None else HANDED_AHEAD_IN_PROCESS
         self.mqtt_window = uplink.settings.inflight_window
         self.window = self.mqtt_window + ahead
@@ -538,6 +542,8 @@ class _Session:
             self.outbox.expire()
 
     def _say_offline(self) -> None:
+        if self._lanes is not None:
+            self._lanes.forget_waiting()  # unsent, still in the outbox: nothing after goodbye
         info = self.dialect.goodbye(self.client)
         deadline = time.monotonic() + 2.0
         while not info.is_published() and time.monotonic() < deadline:

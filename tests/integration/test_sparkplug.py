@@ -8,6 +8,7 @@ offline, then delivered in order, marked historical, nothing lost.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -218,4 +219,27 @@ def test_data_waits_while_the_primary_host_is_offline_then_arrives_historical_in
     assert part_ids == [f"HELD-{n}" for n in range(5)]
     births = of_type(consumer, "NBIRTH")
     assert births[1].metric("bdSeq").value != births[0].metric("bdSeq").value
+    outbox.close()
+
+
+def test_seq_stays_in_sending_order_when_live_defects_come_during_a_backlog(
+    make_config: ConfigFactory, mosquitto: MosquittoBroker
+) -> None:
+    """Live events do not overtake the backlog in the MQTT client's queue under Sparkplug:
+    DDATA's seq is given when a message is encoded, so they must go out in that order."""
+    config = sparkplug_config(make_config)
+    outbox = open_outbox(config)  # type: ignore[arg-type]
+    backlog = 10_000
+    outbox.put_many(outbox.accept("defect", defect("spot", f"B-{n}")) for n in range(backlog))
+    with collecting(mosquitto, "spBv1.0/#") as consumer, node(config, outbox) as uplink:
+        wait_until(lambda: len(consumer.messages) >= 200, 30, "the drain to start")
+        for n in range(20):  # spread over the drain
+            outbox.put("defect", defect("crack", f"L-{n}"))
+            time.sleep(0.01)
+        assert uplink.wait_drained(120)
+        wait_until(lambda: len(consumer.messages) >= backlog + 22, 30, "every DDATA")
+    sequence = [payload.seq for name, payload in received(consumer) if name != "NDEATH"]
+    assert sequence[:2] == [0, 1]  # NBIRTH, DBIRTH
+    steps = {(after - before) % 256 for before, after in itertools.pairwise(sequence)}
+    assert steps == {1}, "seq went out of order"
     outbox.close()

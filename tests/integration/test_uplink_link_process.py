@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from edge import wiring
 from edge.errors import ConfigError
 from edge.uplink import link_process as wire
+from edge.uplink import remote_client
 from edge.uplink.connection import ClientOptions
 from edge.uplink.link_process import LinkServer
-from edge.uplink.remote_client import LinkProcess, LinkProcessError
+from edge.uplink.remote_client import LinkProcess, LinkProcessError, RemoteClient, RemotePublishInfo
 from edge.uplink.sync import Uplink
 from tests.conftest import ConfigFactory
 from tests.integration.uplink_rig import (
@@ -310,3 +311,54 @@ def test_a_live_publish_overtakes_the_backlog_waiting_in_the_link_process(tmp_pa
     assert arrived[:4] == [b"%d" % n for n in range(4)]  # already sent when the live one came
     assert arrived[4] == b"defect"
     assert arrived[5:] == [b"%d" % n for n in range(4, 20)]
+
+
+class LaneRecordingClient(RemoteClient):
+    """The link process's client, noting which lane each publish took and when the waiting
+    publishes were dropped."""
+
+    lanes: ClassVar[list[tuple[str, str]]] = []
+
+    def publish(self, topic: str, *args: Any, **kwargs: Any) -> RemotePublishInfo:
+        self.lanes.append(("publish", topic))
+        return super().publish(topic, *args, **kwargs)
+
+    def publish_first(self, topic: str, *args: Any, **kwargs: Any) -> RemotePublishInfo:
+        self.lanes.append(("first", topic))
+        return super().publish_first(topic, *args, **kwargs)
+
+    def forget_waiting(self) -> None:
+        self.lanes.append(("forget_waiting", ""))
+        super().forget_waiting()
+
+
+def test_live_events_take_the_first_lane_and_the_goodbye_comes_after_what_was_in_flight(
+    make_config: ConfigFactory, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the JSON dialect a live defect is sent ahead of the backlog handed to the link
+    process; the backlog is not. On stop, what still waits there is dropped (it is in the
+    outbox) before the goodbye, so nothing is published after "offline"."""
+    LaneRecordingClient.lanes = []
+    monkeypatch.setattr(remote_client, "RemoteClient", LaneRecordingClient)
+    config = make_config(uplink={"inflight_window": 8})  # a drain of seconds: stopped mid-way
+    outbox = open_outbox(config)
+    for start in range(0, 60_000, 500):
+        outbox.put_many(outbox.accept("telemetry", {"n": n}) for n in range(start, start + 500))
+    with collecting(mosquitto) as consumer:
+        uplink = Uplink(outbox, config.uplink, wiring.topic_scheme(config))
+        uplink.start()
+        wait_until(lambda: len(consumer.events()) >= 500, 30, "the drain to start")
+        live = outbox.put("defect", {"class": "crack"})
+        assert consumer.wait_for_ids({live.id}, 10)
+        uplink.stop()
+        assert consumer.wait_for(lambda ms: ms[-1].payload == b"offline", 10)
+        time.sleep(0.5)  # anything published after the goodbye would have arrived by now
+        last = consumer.messages[-1].payload
+    lanes = LaneRecordingClient.lanes
+    first = [topic for lane, topic in lanes if lane == "first"]
+    assert first == ["moltbot/test-site/test-device/defect"]
+    assert ("publish", "moltbot/test-site/test-device/telemetry") in lanes
+    assert lanes[-2:] == [("forget_waiting", ""), ("publish", STATUS_TOPIC)]
+    assert len(outbox) > 0  # stopped mid-drain: the dropped ones are still owed
+    assert last == b"offline"  # nothing after the goodbye
+    outbox.close()

@@ -120,3 +120,12 @@ def test_a_first_publish_with_room_goes_at_once_past_a_backlog_that_waits() -> N
     window.acknowledged()  # room for one; the backlog's next is not released yet
     assert window.is_full_for(1)  # a backlog publish keeps its place in the queue
     assert not window.is_full_for(1, first=True)  # a live one takes the room
+
+
+def test_dropping_what_waits_keeps_what_is_in_flight_counted() -> None:
+    window = PublishWindow(2)
+    fill(window, 5)
+    window.wait(waiting(100), first=True)
+    assert [p.ident for p in window.drop_waiting()] == [100, 2, 3, 4]
+    assert (window.in_flight, window.waiting()) == (2, 0)
+    assert window.is_full_for(1)  # the two in flight still hold the window

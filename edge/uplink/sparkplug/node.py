@@ -69,6 +69,8 @@ class BdSeqStore:
 
 
 class SparkplugDialect:
+    live_may_overtake = False  # DDATA's seq is given at encoding: sent in that order
+
     def __init__(
         self,
         topics: SparkplugTopics,
