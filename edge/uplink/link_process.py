@@ -287,17 +287,7 @@ class LinkServer:
         """Send what waited, as far as the window has room (``next_ready`` takes the place);
         after a failed one the rest stay (the appliance hears of the failure and reconnects)."""
         while (ready := self._window.next_ready()) is not None:
-            sent = self._send(
-                client,
-                ready.ident,
-                ready.topic,
-                ready.payload,
-                ready.qos,
-                ready.retain,
-                ready.packed_properties,
-                ready.properties_text,
-            )
-            if not sent:
+            if not self._send(client, *ready):
                 return
 
     def _send(

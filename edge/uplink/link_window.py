@@ -18,12 +18,12 @@ held behind the backlog already handed over.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class WaitingPublish:
-    """A publish the appliance sent that waits for room in the window."""
+class WaitingPublish(NamedTuple):
+    """A publish the appliance sent that waits for room in the window, in the order of
+    ``LinkServer._send``'s arguments."""
 
     ident: int  # the appliance's id for it
     topic: str
@@ -119,8 +119,5 @@ class PublishWindow:
 
     def clear(self) -> list[WaitingPublish]:
         """Forget everything (the client is gone); what waited, for the record."""
-        waited = [*self._first, *self._waiting]
-        self._first.clear()
-        self._waiting.clear()
         self.in_flight = 0
-        return waited
+        return self.drop_waiting()
