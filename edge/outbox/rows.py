@@ -3,17 +3,19 @@
 diskcache's per-key API costs two to four statements per key (a SELECT before every write, a
 cull query after every insert, a SELECT + UPDATE per ``incr``). The outbox's hot paths — a put,
 a burst of puts, a page of the backlog, a batch of acknowledged deletes — are one statement
-each here. They run on diskcache's own connection, inside the caller's ``Cache.transact()``,
-and store rows as ``Cache.set`` does for a ``str`` key and a ``bytes``/``int`` value (raw key,
-``MODE_RAW`` value inside SQLite, no expiry), so ``Cache.get``, ``iterkeys`` and diskcache's
-count/size triggers see them as their own; message rows also carry their priority in the
-unindexed ``tag`` column (``tally.py`` counts by it).
+each here. They run on diskcache's own connection, inside the caller's transaction
+(:class:`WriteTransaction` or ``Cache.transact()``), and store rows as ``Cache.set`` does for a
+``str`` key and a ``bytes``/``int`` value (raw key, ``MODE_RAW`` value inside SQLite, no
+expiry), so ``Cache.get``, ``iterkeys`` and diskcache's count/size triggers see them as their
+own; message rows also carry their priority in the unindexed ``tag`` column (``tally.py``
+counts by it).
 """
 
 from __future__ import annotations
 
 import functools
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +35,48 @@ _INSERT = (
 def _connection(cache: diskcache.Cache) -> sqlite3.Connection:
     connection: sqlite3.Connection = cache._con  # this thread's connection, as diskcache uses
     return connection
+
+
+def data_version(connection: sqlite3.Connection) -> int:
+    """SQLite's ``data_version``: it changes when *another* connection (of any process) commits
+    a change, never for this connection's own commits."""
+    ((version,),) = connection.execute("PRAGMA data_version").fetchall()
+    return int(version)
+
+
+class WriteTransaction:
+    """``with WriteTransaction(cache):`` is ``with cache.transact():`` with less around it (a
+    put's transaction is its hottest path): the same ``BEGIN IMMEDIATE`` / ``COMMIT``,
+    ``ROLLBACK`` on any exception, ``diskcache.Timeout`` when the lock cannot be had within the
+    cache's timeout, and the same nesting rule: inside a transaction of this thread (either
+    kind), it joins that one."""
+
+    __slots__ = ("_began", "_cache", "_connection")
+
+    def __init__(self, cache: diskcache.Cache) -> None:
+        self._cache = cache
+        self._connection = _connection(cache)  # this thread's
+        self._began = False
+
+    def __enter__(self) -> sqlite3.Connection:
+        cache, connection = self._cache, self._connection
+        thread = threading.get_ident()
+        if cache._txn_id == thread:  # diskcache's own mark of the thread in a transaction
+            return connection
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            raise diskcache.Timeout from None
+        cache._txn_id = thread
+        self._began = True
+        return connection
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if not self._began:
+            return
+        self._began = False
+        self._cache._txn_id = None
+        self._connection.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
 def insert_values(cache: diskcache.Cache, rows: Sequence[tuple[str, bytes, int]]) -> None:
@@ -149,6 +193,31 @@ def delete_keys(cache: diskcache.Cache, keys: Iterable[str]) -> dict[str, int]:
             chunk,
         ).fetchall()
         deleted.update((str(key), int(size)) for key, size in rows)
+    return deleted
+
+
+def measure_between(cache: diskcache.Cache, first_key: str, last_key: str) -> tuple[int, int]:
+    """How many rows have ``first_key <= key <= last_key``, and their values' bytes."""
+    ((count, size),) = (
+        _connection(cache)
+        .execute(
+            "SELECT count(*), total(length(value)) FROM Cache"
+            " WHERE key >= ? AND key <= ? AND raw = 1",
+            (first_key, last_key),
+        )
+        .fetchall()
+    )
+    return int(count), int(size)
+
+
+def delete_between(cache: diskcache.Cache, first_key: str, last_key: str) -> int:
+    """Delete every row with ``first_key <= key <= last_key``; how many there were. One index
+    seek for the range, where ``delete_keys`` makes one per key and returns each row."""
+    deleted: int = (
+        _connection(cache)
+        .execute("DELETE FROM Cache WHERE key >= ? AND key <= ? AND raw = 1", (first_key, last_key))
+        .rowcount
+    )
     return deleted
 
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import diskcache
 
@@ -53,7 +53,16 @@ from edge.outbox.clock import (
     corrected_wall_time,
 )
 from edge.outbox.eviction import StoredEntry, choose_victims
-from edge.outbox.message import OutboxMessage, encode_payload, new_message_id, validate_kind
+from edge.outbox.head_memo import HeadMemo
+from edge.outbox.message import (
+    OutboxMessage,
+    encode_payload,
+    event_fields_json,
+    new_message_id,
+    stamp_fields_json,
+    stored_bytes,
+    validate_kind,
+)
 from edge.outbox.tally import MESSAGE_PREFIX, MESSAGES_END, message_key
 
 logger = logging.getLogger(__name__)
@@ -74,6 +83,7 @@ SURE_SHARE = 0.75  # below this share of the cap (estimated), a put skips measur
 RESERVE_CHECK_S = 1.0  # how often a put looks whether the space reserve needs re-creating
 SIZE_PROBE_SEQ = 10**19  # the widest sequence number: the size check's worst case
 HEADER_BYTES_BOUND = 1024  # a stored message's fields but payload and topic take less
+KNOWN_ROUTES = 256  # (kind, qos) pairs whose topic, priority and header fields accept keeps
 PAGE_MESSAGES = 512  # messages read per query when walking the outbox
 REMOVED_WITHOUT_FSYNC = ("delivered", "expired")  # losing such a delete only repeats work
 
@@ -131,15 +141,24 @@ class OutboxStats:
 Listener = Callable[[OutboxMessage], None]
 
 
-@dataclass(frozen=True)
-class AcceptedEvent:
-    """An event that passed validation (:meth:`Outbox.accept`), not yet stored."""
+class AcceptedEvent(NamedTuple):
+    """An event that passed validation (:meth:`Outbox.accept`), not yet stored (a NamedTuple,
+    as the small records a put makes: a frozen dataclass costs three times as much to make)."""
 
     kind: str
     payload_json: bytes  # the payload's JSON text, as stored and sent
     qos: int
     priority: int
     topic: str
+    fields_json: str  # the stored header's event fields (``message.event_fields_json``)
+
+
+class _Route(NamedTuple):
+    """Where a (kind, qos) goes and at what priority, with its header fields rendered."""
+
+    priority: int
+    topic: str
+    fields_json: str
 
 
 class Queued(Protocol):
@@ -151,8 +170,7 @@ class Queued(Protocol):
     def priority(self) -> int: ...
 
 
-@dataclass(frozen=True)
-class _Stamp:
+class _Stamp(NamedTuple):
     """The clocks read once for a put (or a burst of them)."""
 
     wall: float
@@ -160,6 +178,7 @@ class _Stamp:
     boot_id: str
     boottime: float
     elapsed: float
+    fields_json: str  # the stored header's clock fields (``message.stamp_fields_json``)
 
 
 @dataclass(frozen=True)
@@ -201,6 +220,8 @@ class Outbox:
         self._reserve_check_due = 0.0
         self._wal_limit_bytes = wal_pages_for(max_bytes) * DEFAULT_PAGE_BYTES
         self._measured: _Measurement | None = None
+        self._heads = HeadMemo()
+        self._routes: dict[tuple[str, int], _Route] = {}
         self._cache = self._open_cache()
         self._adopt_layout()
         self._ensure_reserve()
@@ -248,7 +269,7 @@ class Outbox:
 
     def _adopt_layout(self) -> None:
         try:
-            with self._cache.transact():
+            with rows.WriteTransaction(self._cache):
                 tally.adopt(self._cache)
                 tally.settle(self._cache)  # what a runtime from before tally.py left (rollback)
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
@@ -300,45 +321,57 @@ class Outbox:
         event: a payload that comes near the limit is measured as the message it becomes
         (with the widest sequence number); a small one needs no measuring.
         """
-        validate_kind(kind)
+        route = self._routes.get((kind, qos)) or self._route(kind, qos)
         data = encode_payload(payload)
-        if qos not in (0, 1):
-            raise MessageRejectedError(
-                f"qos must be 0 or 1, got {qos}", where="qos", hint="events use QoS 1"
-            )
-        event = AcceptedEvent(
-            kind, data, qos, self.priorities.get(kind, LOWEST_PRIORITY), self._topic_for(kind)
-        )
+        event = AcceptedEvent(kind, data, qos, route.priority, route.topic, route.fields_json)
         if len(data) + len(event.topic) + HEADER_BYTES_BOUND > self.max_message_bytes:
             probe = self._message(event, SIZE_PROBE_SEQ, self._stamp())
             self._check_size(kind, len(probe.to_bytes()))
         return event
 
+    def _route(self, kind: str, qos: int) -> _Route:
+        """Check a (kind, qos) not seen before and keep its route (the first few hundred)."""
+        validate_kind(kind)
+        if qos not in (0, 1):
+            raise MessageRejectedError(
+                f"qos must be 0 or 1, got {qos}", where="qos", hint="events use QoS 1"
+            )
+        priority = self.priorities.get(kind, LOWEST_PRIORITY)
+        topic = self._topic_for(kind)
+        route = _Route(priority, topic, event_fields_json(kind, topic, qos, priority))
+        if len(self._routes) < KNOWN_ROUTES:
+            self._routes[kind, qos] = route
+        return route
+
     def _stamp(self) -> _Stamp:
         source = self._source
-        return _Stamp(
-            source.wall(),
-            source.wall_is_trusted(),
-            source.boot_id(),
-            source.boottime(),
-            self.clock.now(),
-        )
+        wall, trusted, boot_id = source.wall(), source.wall_is_trusted(), source.boot_id()
+        boottime, elapsed = source.boottime(), self.clock.now()
+        fields = stamp_fields_json(wall, trusted, boot_id, boottime, elapsed)
+        return _Stamp(wall, trusted, boot_id, boottime, elapsed, fields)
 
     @staticmethod
     def _message(event: AcceptedEvent, seq: int, stamp: _Stamp) -> OutboxMessage:
-        return OutboxMessage(
-            id=new_message_id(),
-            seq=seq,
-            kind=event.kind,
-            topic=event.topic,
-            payload_json=event.payload_json,
-            qos=event.qos,
-            priority=event.priority,
-            created_wall=stamp.wall,
-            created_trusted=stamp.trusted,
-            created_boot_id=stamp.boot_id,
-            created_boottime=stamp.boottime,
-            created_elapsed=stamp.elapsed,
+        return OutboxMessage.of_fields(
+            new_message_id(),
+            seq,
+            event.kind,
+            event.topic,
+            event.payload_json,
+            event.qos,
+            event.priority,
+            stamp.wall,
+            stamp.trusted,
+            stamp.boot_id,
+            stamp.boottime,
+            stamp.elapsed,
+        )
+
+    @staticmethod
+    def _row(message: OutboxMessage, event: AcceptedEvent, stamp: _Stamp) -> bytes:
+        """``message.to_bytes()`` from the parts its event and stamp rendered once."""
+        return stored_bytes(
+            message.id, message.seq, event.fields_json, stamp.fields_json, event.payload_json
         )
 
     def _store(self, events: list[AcceptedEvent]) -> list[OutboxMessage | None]:
@@ -348,30 +381,41 @@ class Outbox:
         self._ensure_reserve_now_and_then()  # best effort: SQLite may reuse freed pages
         stamp = self._stamp()
         try:
-            with self._cache.transact():
-                head = tally.read_head(self._cache)
+            with rows.WriteTransaction(self._cache) as connection:
+                head, version = self._heads.read(self._cache, connection)
                 messages = [
                     self._message(event, seq, stamp)
                     for seq, event in enumerate(events, start=head.last_seq + 1)
                 ]
-                tally.reserve(self._cache, head, messages[-1].seq)
-                encoded = [message.to_bytes() for message in messages]
+                ceiling = tally.reserve(self._cache, head, messages[-1].seq)
+                encoded = [
+                    self._row(message, event, stamp)
+                    for message, event in zip(messages, events, strict=True)
+                ]
                 incoming = sum(len(raw) for raw in encoded)
                 stored_at_most = head.counted_bytes + head.tail_rows * self.max_message_bytes
-                if self._surely_fits(incoming, stored_at_most):
+                inserted_only = self._surely_fits(incoming, stored_at_most)
+                if inserted_only:
                     kept = [True] * len(messages)
                     self._insert(messages, encoded)
                 else:
                     kept = self._store_near_cap(messages, encoded)
                 if head.tail_rows + len(messages) >= tally.FOLD_EVERY:
                     tally.fold(self._cache)
+                    inserted_only = False
         except (
             OSError,
             sqlite3.OperationalError,
             sqlite3.IntegrityError,
             diskcache.Timeout,
         ) as exc:
+            self._heads.forget()
             raise self._refused([event.kind for event in events], exc) from exc
+        if inserted_only:  # the next put on this connection may start from here
+            left = tally.Head(messages[-1].seq, ceiling, head.watermark, head.counted_bytes)
+            self._heads.leave(connection, version, left)
+        else:
+            self._heads.forget()
         stored = [m if fits else None for m, fits in zip(messages, kept, strict=True)]
         for maybe in stored:
             if maybe is not None:
@@ -605,17 +649,19 @@ class Outbox:
             return self._remove_once(batch, reason)
 
     def _delete(self, items: Sequence[Queued], reason: str) -> int:
-        """Delete stored messages (one statement per 900) and adjust the counters once per
-        priority, after folding the puts since the last fold into them (``tally.py``); call
-        inside a transaction. Returns how many were still there."""
+        """Delete stored messages (``tally.delete_messages``: a statement per run of consecutive
+        ones) and adjust the counters once per priority, after folding the puts since the last
+        fold into them (``tally.py``); call inside a transaction. Returns how many were still
+        there."""
         tally.fold(self._cache)
-        priority_of = {message_key(item.seq): item.priority for item in items}
-        deleted = rows.delete_keys(self._cache, priority_of)
+        priority_of = {item.seq: item.priority for item in items}
+        deleted = tally.delete_messages(self._cache, priority_of)
         counts: dict[int, int] = {}
-        for key in deleted:
-            counts[priority_of[key]] = counts.get(priority_of[key], 0) - 1
-        tally.move(self._cache, counts, -sum(deleted.values()), {_total_key(reason): len(deleted)})
-        return len(deleted)
+        for seq in deleted.seqs:
+            counts[priority_of[seq]] = counts.get(priority_of[seq], 0) - 1
+        removed = len(deleted.seqs)
+        tally.move(self._cache, counts, -deleted.bytes, {_total_key(reason): removed})
+        return removed
 
     def _ensure_reserve_now_and_then(self) -> None:
         """:meth:`_ensure_reserve` at most once a second (a ``stat`` per put is measurable)."""
@@ -650,7 +696,7 @@ class Outbox:
         try:
             with (
                 rows.commits_without_fsync(self._cache) if relaxed else nullcontext(),
-                self._cache.transact(),
+                rows.WriteTransaction(self._cache),
             ):
                 removed = self._delete(messages, reason)
         except (OSError, sqlite3.OperationalError, diskcache.Timeout) as exc:
@@ -710,7 +756,7 @@ class Outbox:
         """Fold the counters (``tally.py``: a runtime from before it, after an update is rolled
         back, then finds them exact), save the clock checkpoint, close SQLite."""
         try:
-            with self._cache.transact():
+            with rows.WriteTransaction(self._cache):
                 tally.fold(self._cache)
         except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
             logger.warning("cannot fold the outbox counters at close: %s", exc)

@@ -28,7 +28,9 @@ is rolled back, finds its counters exact.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import diskcache
 
@@ -44,6 +46,7 @@ MIRROR_KEY = "s:bytes-mirror"  # s:bytes as this module last left it
 SEQ_MIRROR_KEY = "s:seq-mirror"  # s:seq as this module last left it
 WATERMARK_KEY = "s:watermark"
 FOLD_EVERY = 64  # tail rows a put lets pile up before it folds them into the counters
+RANGE_DELETE_MIN = 4  # consecutive messages deleted as one key range rather than key by key
 SEQ_RESERVE = 4096  # sequence numbers the ceiling is raised by at a time
 
 
@@ -53,6 +56,50 @@ def message_key(seq: int) -> str:
 
 def seq_of(key: str) -> int:
     return int(key[len(MESSAGE_PREFIX) :])
+
+
+def runs_of(seqs: Iterable[int]) -> list[range]:
+    """Sequence numbers as runs of consecutive ones, in order (duplicates count once)."""
+    runs: list[range] = []
+    for seq in sorted(set(seqs)):
+        if runs and seq == runs[-1].stop:
+            runs[-1] = range(runs[-1].start, seq + 1)
+        else:
+            runs.append(range(seq, seq + 1))
+    return runs
+
+
+class Deleted(NamedTuple):
+    """What :func:`delete_messages` found and deleted."""
+
+    seqs: list[int]
+    bytes: int
+
+
+def delete_messages(cache: diskcache.Cache, seqs: Iterable[int]) -> Deleted:
+    """Delete the messages with these sequence numbers (inside a transaction); returns those
+    that were there and their stored bytes. A run of at least ``RANGE_DELETE_MIN``
+    consecutive numbers — what a drain acknowledges — is measured and deleted as one key
+    range (two statements, no row handed back to Python) when every message of it is there;
+    the rest, and a run with gaps (some expired or evicted since), key by key."""
+    present: list[int] = []
+    size = 0
+    one_by_one: list[str] = []
+    for run in runs_of(seqs):
+        first, last = message_key(run[0]), message_key(run[-1])
+        if len(run) >= RANGE_DELETE_MIN:
+            count, run_bytes = rows.measure_between(cache, first, last)
+            if count == len(run):
+                rows.delete_between(cache, first, last)
+                present.extend(run)
+                size += run_bytes
+                continue
+        one_by_one.extend(message_key(seq) for seq in run)
+    if one_by_one:
+        deleted = rows.delete_keys(cache, one_by_one)
+        present.extend(seq_of(key) for key in deleted)
+        size += sum(deleted.values())
+    return Deleted(present, size)
 
 
 def count_key(priority: int) -> str:
@@ -75,9 +122,8 @@ class Tally:
         self.bytes += size
 
 
-@dataclass(frozen=True)
-class Head:
-    """What a put reads before giving out sequence numbers."""
+class Head(NamedTuple):
+    """What a put reads before giving out sequence numbers (a NamedTuple: made on every put)."""
 
     last_seq: int  # the last sequence number given out
     ceiling: int
@@ -158,11 +204,13 @@ def settle(cache: diskcache.Cache) -> bool:
     return True
 
 
-def reserve(cache: diskcache.Cache, head: Head, last_new: int) -> None:
-    """Keep the ceiling above ``last_new`` (inside the put's transaction)."""
-    if last_new > head.ceiling:
-        ceiling = last_new + SEQ_RESERVE
-        rows.set_counters(cache, {SEQ_KEY: ceiling, SEQ_MIRROR_KEY: ceiling})
+def reserve(cache: diskcache.Cache, head: Head, last_new: int) -> int:
+    """Keep the ceiling above ``last_new`` (inside the put's transaction); the ceiling now."""
+    if last_new <= head.ceiling:
+        return head.ceiling
+    ceiling = last_new + SEQ_RESERVE
+    rows.set_counters(cache, {SEQ_KEY: ceiling, SEQ_MIRROR_KEY: ceiling})
+    return ceiling
 
 
 def read(cache: diskcache.Cache) -> Tally:

@@ -8,6 +8,7 @@ becomes a PUBLISH, when data may flow, and what incoming messages mean. Each ses
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -120,22 +121,22 @@ class PackedPublishProperties(Properties):
     paho's ``Properties`` checks every attribute set against its whole table of names and packs
     them again inside each publish: about 100 µs a message in the drain's profile, more than
     the rest of our work per message. paho only ever calls ``pack()`` (and ``str()`` when it
-    logs), so this subclass answers those two from bytes packed by :func:`json_properties`.
+    logs), so this subclass answers ``pack()`` from bytes packed by :func:`json_properties`,
+    and ``str()`` — rarely asked — by letting paho unpack them.
     """
 
     _packed: bytes
-    _description: str
 
-    def __init__(self, packed: bytes, description: str) -> None:  # no super(): nothing used
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        object.__setattr__(self, "_packed", packed)
-        object.__setattr__(self, "_description", description)
+    def __init__(self, packed: bytes) -> None:  # no super(): nothing of it is used
+        self.__dict__.update(packetType=PacketTypes.PUBLISH, _packed=packed)
 
     def pack(self) -> bytes:
         return self._packed
 
     def __str__(self) -> str:
-        return self._description
+        unpacked = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        unpacked.unpack(self._packed)  # type: ignore[no-untyped-call]
+        return str(unpacked)
 
 
 MAX_EXPIRY_S = 2**32 - 1
@@ -151,12 +152,24 @@ def _utf8(text: str) -> bytes:
 
 
 def _varint(value: int) -> bytes:
+    if value < 128:  # one byte: every JSON message's properties
+        return bytes((value,))
     out = bytearray()
     while True:
         value, digit = divmod(value, 128)
         out.append(digit | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+_EXPIRY = _JSON_CONTENT[:2] + b"\x02"  # then the Message Expiry Interval's four bytes
+_MESSAGE_ID = _JSON_CONTENT[2:] + b"\x26" + _utf8("message-id")  # User Property, then the id
+_KIND = b"\x26" + _utf8("kind")  # User Property, then the kind
+
+
+@functools.lru_cache(maxsize=256)
+def _kind_property(kind: str) -> bytes:
+    return _KIND + _utf8(kind)
 
 
 def json_properties(message: OutboxMessage, remaining_s: float) -> Properties:
@@ -167,20 +180,10 @@ def json_properties(message: OutboxMessage, remaining_s: float) -> Properties:
     """
     expiry = min(MAX_EXPIRY_S, max(1, int(remaining_s)))
     body = (
-        _JSON_CONTENT[:2]
-        + b"\x02"  # Message Expiry Interval
+        _EXPIRY
         + expiry.to_bytes(4, "big")
-        + _JSON_CONTENT[2:]
-        + b"\x26"  # User Property
-        + _utf8("message-id")
+        + _MESSAGE_ID
         + _utf8(message.id)
-        + b"\x26"
-        + _utf8("kind")
-        + _utf8(message.kind)
+        + _kind_property(message.kind)
     )
-    return PackedPublishProperties(
-        _varint(len(body)) + body,
-        f"[PayloadFormatIndicator : 1, MessageExpiryInterval : {expiry}, ContentType : "
-        f"application/json, UserProperty : [('message-id', '{message.id}'), "
-        f"('kind', '{message.kind}')]]",
-    )
+    return PackedPublishProperties(_varint(len(body)) + body)

@@ -14,7 +14,7 @@ never a message.
 Commands (appliance → here), each a tuple: ``(BUILD, request, client_options, client_id)``,
 ``(CONNECT, request, host, port, keepalive)`` (both answered ``(ANSWER, request, error|None)``),
 ``(CALL, name, args)`` for the client's other methods, ``(PUBLISH, id, topic, payload, qos,
-retain, packed_properties, properties_text, first)`` (``first``: ahead of what waits for the
+retain, packed_properties, first)`` (``first``: ahead of what waits for the
 in-flight window, the live lane's). Events (here → appliance): ``ANSWER``,
 ``(CONNACK, code, packet_type)``, ``(DISCONNECTED, code, packet_type)``, ``(ACK, id, code)``,
 ``(MESSAGE, topic, payload)``, ``(PUBLISH_FAILED, id, rc)``.
@@ -265,7 +265,6 @@ class LinkServer:
         qos: int,
         retain: bool,
         packed: bytes | None,
-        text: str,
         first: bool = False,
     ) -> None:
         if self.client is None:
@@ -275,13 +274,11 @@ class LinkServer:
         if qos and not window.has_room_to_queue():  # paho's max_queued counts QoS > 0 only
             self._event((PUBLISH_FAILED, ident, int(mqtt.MQTT_ERR_QUEUE_SIZE)))
         elif window.is_full_for(qos, first=first):
-            window.wait(
-                WaitingPublish(ident, topic, payload, qos, retain, packed, text), first=first
-            )
+            window.wait(WaitingPublish(ident, topic, payload, qos, retain, packed), first=first)
         else:
             if qos:
                 window.sent()
-            self._send(self.client, ident, topic, payload, qos, retain, packed, text)
+            self._send(self.client, ident, topic, payload, qos, retain, packed)
 
     def _release_waiting(self, client: mqtt.Client) -> None:
         """Send what waited, as far as the window has room (``next_ready`` takes the place);
@@ -299,11 +296,10 @@ class LinkServer:
         qos: int,
         retain: bool,
         packed: bytes | None,
-        text: str,
     ) -> bool:
         """Hand one publish to paho (False: it failed, and the appliance is told); a QoS > 0
         one already holds its place in the window."""
-        properties = PackedPublishProperties(packed, text) if packed is not None else None
+        properties = PackedPublishProperties(packed) if packed is not None else None
         try:
             info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
             rc = info.rc

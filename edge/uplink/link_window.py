@@ -31,7 +31,6 @@ class WaitingPublish(NamedTuple):
     qos: int
     retain: bool
     packed_properties: bytes | None
-    properties_text: str
 
 
 class PublishWindow:

@@ -154,11 +154,10 @@ class RemoteClient:
         if isinstance(payload, str):
             payload = payload.encode()
         packed = properties.pack() if properties is not None else None  # type: ignore[no-untyped-call]
-        text = str(properties) if properties is not None else ""
         self._unacknowledged[info.mid] = info
         try:
             self._link.send(
-                (wire.PUBLISH, info.mid, topic, payload or b"", qos, retain, packed, text, first)
+                (wire.PUBLISH, info.mid, topic, payload or b"", qos, retain, packed, first)
             )
         except ChannelClosedError:
             del self._unacknowledged[info.mid]

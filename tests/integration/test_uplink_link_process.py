@@ -260,7 +260,7 @@ def served_link(broker: MosquittoBroker, window: int) -> Iterator[ServedLink]:
 
 
 def publish_command(n: int, topic: str, payload: bytes, *, first: bool = False) -> tuple[Any, ...]:
-    return (wire.PUBLISH, n, topic, payload, 1, False, None, "", first)
+    return (wire.PUBLISH, n, topic, payload, 1, False, None, first)
 
 
 @pytest.mark.parametrize(

@@ -390,3 +390,39 @@ def test_a_burst_that_evicts_its_own_earlier_events_reports_them_dropped(
     assert {m.id for m in reported} == stored
     assert set(heard) == stored
     box.close()
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_the_row_a_put_stores_is_the_returned_message_to_bytes(
+    outbox: Outbox, clock: FakeClock, qos: int
+) -> None:
+    """A put writes its row from parts rendered once (event fields at accept, clock fields once
+    per transaction): the row must be exactly the message's own stored form."""
+    burst = [outbox.accept(kind, {"n": n, "é": "\n"}, qos=qos) for n, kind in enumerate("ab")]
+    clock.advance(1.0 / 3)
+    stored = [outbox.put("defect", {"x": 0.1}, qos=qos), *outbox.put_many(burst)]
+    for message in stored:
+        assert message is not None
+        (raw,) = outbox._cache._con.execute(
+            "SELECT value FROM Cache WHERE key = ?", (f"m:{message.seq:020d}",)
+        ).fetchone()
+        assert bytes(raw) == message.to_bytes()
+        assert OutboxMessage.from_bytes(bytes(raw)) == message
+
+
+def test_every_kind_keeps_its_topic_and_priority_past_the_remembered_routes(
+    outbox: Outbox,
+) -> None:
+    """accept remembers the first few hundred (kind, qos) routes; kinds beyond them are
+    checked and routed as the first ones were."""
+    kinds = [f"k{n}" for n in range(300)] + ["defect", "telemetry"]
+    for kind in kinds:
+        message = outbox.put(kind, {})
+        assert (message.topic, message.priority) == (
+            f"moltbot/site/dev/{kind}",
+            {"defect": 30, "telemetry": 0}.get(kind, -(10**6)),
+        )
+    with pytest.raises(MessageRejectedError, match="invalid event kind"):
+        outbox.put("Bad/kind", {})
+    with pytest.raises(MessageRejectedError, match="qos must be 0 or 1"):
+        outbox.put("defect", {}, qos=2)

@@ -284,3 +284,43 @@ def test_closing_folds_the_counters_for_an_earlier_runtime_started_after_a_rollb
     assert {p: counters[tally.count_key(p)] for p in truth.counts} == truth.counts
     assert counters[tally.SEQ_KEY] >= reopened.last_seq()  # what it would give out next: free
     reopened.close()
+
+
+def test_runs_of_groups_consecutive_numbers_in_order() -> None:
+    assert tally.runs_of([]) == []
+    assert tally.runs_of([9, 3, 4, 5, 11, 10, 4, 20]) == [range(3, 6), range(9, 12), range(20, 21)]
+
+
+def test_deleting_a_run_with_messages_already_gone_counts_only_those_there(
+    tmp_path: Path,
+) -> None:
+    """A drain's acknowledged run in which some messages expired or were evicted in between:
+    the run is deleted key by key, and the counters lose only what was there."""
+    outbox = make_outbox(tmp_path / "o")
+    sent = [outbox.put("telemetry", {"n": n, "pad": "x" * n}) for n in range(40)]
+    gone = [sent[3], sent[17], sent[18]]
+    assert outbox.remove_expired(gone) == 3
+    assert outbox.remove_delivered(sent) == 37
+    stats = outbox.stats()
+    assert (stats.depth, stats.bytes, stats.delivered_total) == (0, 0, 37)
+    assert from_rows(outbox).depth == 0
+    outbox.close()
+
+
+def test_deleting_runs_and_scattered_messages_keeps_the_counters_exact(tmp_path: Path) -> None:
+    outbox = make_outbox(tmp_path / "o")
+    kinds = list(PRIORITIES)
+    sent = [outbox.put(kinds[n % 4], {"n": n, "pad": "y" * (n % 13)}) for n in range(300)]
+    chosen = sent[10:200] + sent[201:203] + sent[250:251] + sent[260:290:3]
+    assert outbox.remove_delivered(chosen) == len(chosen)
+    stats, truth = outbox.stats(), from_rows(outbox)
+    assert (
+        (stats.depth, stats.bytes)
+        == (truth.depth, truth.bytes)
+        == (
+            300 - len(chosen),
+            sum(len(m.to_bytes()) for m in sent if m not in chosen),
+        )
+    )
+    assert stats.depth_by_priority == {p: n for p, n in truth.counts.items() if n}
+    outbox.close()

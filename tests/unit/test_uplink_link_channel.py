@@ -124,7 +124,7 @@ def test_the_link_server_answers_builds_and_connects_and_refuses_publishes_witho
     options = ClientOptions()
     ours.send(
         [
-            (wire.PUBLISH, 1, "t", b"x", 1, False, None, ""),
+            (wire.PUBLISH, 1, "t", b"x", 1, False, None),
             (wire.BUILD, 1, options, "unit"),
             (wire.CONNECT, 2, "127.0.0.1", port, 30),
         ]

@@ -9,7 +9,7 @@ from edge.uplink.link_window import PublishWindow, WaitingPublish
 
 
 def waiting(ident: int, qos: int = 1) -> WaitingPublish:
-    return WaitingPublish(ident, "t", b"x", qos, False, None, "")
+    return WaitingPublish(ident, "t", b"x", qos, False, None)
 
 
 def fill(window: PublishWindow, count: int) -> list[int]:

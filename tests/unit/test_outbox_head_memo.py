@@ -1,0 +1,140 @@
+"""A put takes the sequence head its connection's last put left (``edge/outbox/head_memo.py``)
+only while nothing else has written: other connections, other threads, other processes, this
+connection's own deletes. Each such writer in between must be seen, or a number would be given
+out twice (the row's unique key refuses it, and the put fails)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from pathlib import Path
+
+import diskcache
+import pytest
+
+from edge.outbox import rows, tally
+from edge.outbox.store import Outbox
+from tests.support.fake_clock import FakeClock
+
+
+def make_outbox(path: Path) -> Outbox:
+    return Outbox(path, topic_for=lambda kind: f"moltbot/site/dev/{kind}", clock=FakeClock())
+
+
+def assert_exact(outbox: Outbox) -> None:
+    counted, _last = tally.count_rows(outbox._cache)
+    stats = outbox.stats()
+    assert (stats.depth, stats.bytes) == (counted.depth, counted.bytes)
+
+
+def test_puts_of_two_outboxes_on_one_directory_interleave_without_a_number_twice(
+    tmp_path: Path,
+) -> None:
+    first, second = make_outbox(tmp_path / "o"), make_outbox(tmp_path / "o")
+    seqs = []
+    for n in range(200):
+        writer = first if n % 3 else second  # runs of two on one connection, then the other
+        seqs.append(writer.put("telemetry", {"n": n}).seq)
+    assert seqs == list(range(1, 201))
+    assert_exact(first)
+    first.close()
+    second.close()
+
+
+def test_puts_from_several_threads_each_on_its_connection_give_distinct_numbers(
+    tmp_path: Path,
+) -> None:
+    outbox = make_outbox(tmp_path / "o")
+    seqs: list[int] = []
+    lock = threading.Lock()
+
+    def put_many_times() -> None:
+        for n in range(150):
+            seq = outbox.put("telemetry", {"n": n}).seq
+            with lock:
+                seqs.append(seq)
+
+    threads = [threading.Thread(target=put_many_times) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(seqs) == list(range(1, 601))
+    assert_exact(outbox)
+    outbox.close()
+
+
+def _put_in_child(directory: Path, count: int) -> None:
+    child = make_outbox(directory)
+    for n in range(count):
+        child.put("status", {"child": n})
+    child.close()
+
+
+def test_a_put_after_another_process_put_continues_after_its_numbers(tmp_path: Path) -> None:
+    outbox = make_outbox(tmp_path / "o")
+    assert [outbox.put("defect", {"n": n}).seq for n in range(3)] == [1, 2, 3]
+    child = multiprocessing.get_context("spawn").Process(
+        target=_put_in_child, args=(tmp_path / "o", 5)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert outbox.put("defect", {"after": True}).seq == 9
+    assert_exact(outbox)
+    outbox.close()
+
+
+def test_a_put_after_this_connection_deleted_and_folded_reads_the_head_again(
+    tmp_path: Path,
+) -> None:
+    outbox = make_outbox(tmp_path / "o")
+    sent = [outbox.put("telemetry", {"n": n}) for n in range(tally.FOLD_EVERY + 5)]
+    outbox.remove_delivered(sent)  # folds, moves the watermark, deletes the last row too
+    assert outbox.put("telemetry", {}).seq == len(sent) + 1
+    assert_exact(outbox)
+    outbox.close()
+
+
+def test_a_row_this_connection_wrote_besides_a_put_is_seen(tmp_path: Path) -> None:
+    """A message row written around the outbox on the same connection (its own commits do not
+    move data_version): the next put must not give out that row's number again."""
+    outbox = make_outbox(tmp_path / "o")
+    outbox.put("telemetry", {})  # the first put measures the disk: it leaves no head
+    outbox.put("telemetry", {})
+    with outbox._cache.transact():  # the same connection: data_version does not move
+        rows.insert_values(outbox._cache, [(tally.message_key(3), b'{"seq":3}\n{}', 0)])
+    assert outbox.put("telemetry", {}).seq == 4  # total_changes moved: read again
+    outbox.close()
+
+
+def test_write_transaction_rolls_back_on_an_error_and_joins_an_outer_one(tmp_path: Path) -> None:
+    cache = diskcache.Cache(str(tmp_path / "c"))
+    with pytest.raises(RuntimeError), rows.WriteTransaction(cache):
+        cache.set("a", 1)
+        raise RuntimeError("boom")
+    assert cache.get("a") is None
+    with cache.transact():
+        with rows.WriteTransaction(cache):  # joins: no BEGIN inside a transaction
+            cache.set("b", 2)
+        assert cache._txn_id == threading.get_ident()  # still the outer one's
+    assert cache.get("b") == 2
+    cache.close()
+
+
+def test_write_transaction_times_out_while_another_connection_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    cache = diskcache.Cache(str(tmp_path / "c"), timeout=0.2)
+    holder = sqlite3.connect(str(tmp_path / "c" / "cache.db"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(diskcache.Timeout), rows.WriteTransaction(cache):
+            pass
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with rows.WriteTransaction(cache):  # the lock is free again, and no mark was left behind
+        cache.set("c", 3)
+    cache.close()
