@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import diskcache
@@ -76,7 +76,14 @@ class WriteTransaction:
             return
         self._began = False
         self._cache._txn_id = None
-        self._connection.execute("COMMIT" if kind is None else "ROLLBACK")
+        connection = self._connection
+        try:
+            connection.execute("COMMIT" if kind is None else "ROLLBACK")
+        except sqlite3.Error:
+            if connection.in_transaction:  # a failed COMMIT may leave it open: never reuse that
+                with suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+            raise
 
 
 def insert_values(cache: diskcache.Cache, rows: Sequence[tuple[str, bytes, int]]) -> None:

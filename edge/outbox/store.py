@@ -392,14 +392,15 @@ class Outbox:
                     self._row(message, event, stamp)
                     for message, event in zip(messages, events, strict=True)
                 ]
-                incoming = sum(len(raw) for raw in encoded)
+                incoming = sum(map(len, encoded))
                 stored_at_most = head.counted_bytes + head.tail_rows * self.max_message_bytes
                 inserted_only = self._surely_fits(incoming, stored_at_most)
+                stored: list[OutboxMessage | None]
                 if inserted_only:
-                    kept = [True] * len(messages)
                     self._insert(messages, encoded)
+                    stored = list(messages)
                 else:
-                    kept = self._store_near_cap(messages, encoded)
+                    stored = self._store_near_cap(messages, encoded)
                 if head.tail_rows + len(messages) >= tally.FOLD_EVERY:
                     tally.fold(self._cache)
                     inserted_only = False
@@ -416,11 +417,11 @@ class Outbox:
             self._heads.leave(connection, version, left)
         else:
             self._heads.forget()
-        stored = [m if fits else None for m, fits in zip(messages, kept, strict=True)]
-        for maybe in stored:
-            if maybe is not None:
-                for listener in list(self._listeners):
-                    listener(maybe)
+        if self._listeners:
+            for maybe in stored:
+                if maybe is not None:
+                    for listener in list(self._listeners):
+                        listener(maybe)
         return stored
 
     def _insert(self, messages: list[OutboxMessage], encoded: list[bytes]) -> None:
@@ -433,10 +434,12 @@ class Outbox:
             ],
         )
 
-    def _store_near_cap(self, messages: list[OutboxMessage], encoded: list[bytes]) -> list[bool]:
-        """Near the cap: one message at a time, evicting as the cap says. A later message of
-        the burst may evict an earlier one (a defect after telemetry): that one is reported
-        dropped, and its bytes no longer count as this transaction's."""
+    def _store_near_cap(
+        self, messages: list[OutboxMessage], encoded: list[bytes]
+    ) -> list[OutboxMessage | None]:
+        """Near the cap: one message at a time, evicting as the cap says (``None``: dropped). A
+        later message of the burst may evict an earlier one (a defect after telemetry): that
+        one is reported dropped, and its bytes no longer count as this transaction's."""
         stored: dict[int, int] = {}  # this burst's rows still stored → their size
         for message, raw in zip(messages, encoded, strict=True):
             victims = self._make_room(message, len(raw), sum(stored.values()))
@@ -447,7 +450,7 @@ class Outbox:
                 stored.pop(victim.seq, None)
             self._insert([message], [raw])
             stored[message.seq] = len(raw)
-        return [message.seq in stored for message in messages]
+        return [message if message.seq in stored else None for message in messages]
 
     def _surely_fits(self, incoming: int, payload_at_most: int) -> bool:
         """True when ``incoming`` bytes fit under the cap by a wide margin, judged without

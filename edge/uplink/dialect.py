@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -22,16 +22,16 @@ from edge.uplink.link_client import LinkClient, PublishInfo
 from edge.uplink.topics import AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, TopicScheme
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(NamedTuple):
+    """A PUBLISH as a dialect makes it (NamedTuples, these two: one of each per message)."""
+
     topic: str
     payload: bytes
     qos: int
     properties: Properties | None = None
 
 
-@dataclass(frozen=True)
-class Stamped:
+class Stamped(NamedTuple):
     """An outbox message with what the uplink knows about it at send time."""
 
     message: OutboxMessage

@@ -1,7 +1,11 @@
-"""A put takes the sequence head its connection's last put left (``edge/outbox/head_memo.py``)
-only while nothing else has written: other connections, other threads, other processes, this
-connection's own deletes. Each such writer in between must be seen, or a number would be given
-out twice (the row's unique key refuses it, and the put fails)."""
+"""A put's transaction (``rows.WriteTransaction``) and the sequence head it reuses
+(``edge/outbox/head_memo.py``).
+
+The head a connection's last put left is taken again only while nothing else has written:
+other connections, other threads, other processes, this connection's own writes. Each such
+writer in between must be seen, or a number would be given out twice (the row's unique key
+refuses it, and the put fails). The transaction behaves as diskcache's ``transact()`` and
+never leaves a failed commit open."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 import diskcache
 import pytest
 
+from edge.errors import OutboxError
 from edge.outbox import rows, tally
 from edge.outbox.store import Outbox
 from tests.support.fake_clock import FakeClock
@@ -138,3 +143,36 @@ def test_write_transaction_times_out_while_another_connection_holds_the_lock(
     with rows.WriteTransaction(cache):  # the lock is free again, and no mark was left behind
         cache.set("c", 3)
     cache.close()
+
+
+class _CommitFailsOnce:
+    """A connection whose next COMMIT fails as a disk error would, leaving the transaction
+    open (what SQLite may do when the commit cannot be written)."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+        self.failed = False
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT" and not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.real.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_a_failed_commit_is_rolled_back_and_the_next_put_works(tmp_path: Path) -> None:
+    outbox = make_outbox(tmp_path / "o")
+    kept = outbox.put("defect", {"n": 0})
+    real = outbox._cache._con
+    outbox._cache._local.con = _CommitFailsOnce(real)
+    with pytest.raises(OutboxError, match="disk I/O error"):
+        outbox.put("defect", {"n": 1})
+    assert not real.in_transaction
+    outbox._cache._local.con = real
+    assert [m.seq for m in outbox.peek(10)] == [kept.seq]
+    assert outbox.put("defect", {"n": 2}).seq == kept.seq + 1
+    assert_exact(outbox)
+    outbox.close()
