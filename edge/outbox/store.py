@@ -352,19 +352,19 @@ class Outbox:
 
     @staticmethod
     def _message(event: AcceptedEvent, seq: int, stamp: _Stamp) -> OutboxMessage:
-        return OutboxMessage.of_fields(
-            new_message_id(),
-            seq,
-            event.kind,
-            event.topic,
-            event.payload_json,
-            event.qos,
-            event.priority,
-            stamp.wall,
-            stamp.trusted,
-            stamp.boot_id,
-            stamp.boottime,
-            stamp.elapsed,
+        return OutboxMessage(
+            id=new_message_id(),
+            seq=seq,
+            kind=event.kind,
+            topic=event.topic,
+            payload_json=event.payload_json,
+            qos=event.qos,
+            priority=event.priority,
+            created_wall=stamp.wall,
+            created_trusted=stamp.trusted,
+            created_boot_id=stamp.boot_id,
+            created_boottime=stamp.boottime,
+            created_elapsed=stamp.elapsed,
         )
 
     @staticmethod
