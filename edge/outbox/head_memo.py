@@ -8,7 +8,8 @@ assumed: no other connection, of this process or another, committed since (``PRA
 data_version`` is unchanged, one cheap statement) and this connection changed no row since that
 put (its ``total_changes`` is the same). Anything else — a delete, a fold, another process's
 put, the other A/B slot's runtime, a transaction rolled back after a change — reads the head
-again.
+again. A put that joined a transaction the caller holds leaves nothing here (that transaction
+may still roll back, and a rollback moves neither number).
 
 Each thread has its own connection (diskcache's), so the memo is kept per thread and tied to
 the connection it was read on: a closed cache, or a child process after a fork, reads again.

@@ -49,14 +49,16 @@ class WriteTransaction:
     put's transaction is its hottest path): the same ``BEGIN IMMEDIATE`` / ``COMMIT``,
     ``ROLLBACK`` on any exception, ``diskcache.Timeout`` when the lock cannot be had within the
     cache's timeout, and the same nesting rule: inside a transaction of this thread (either
-    kind), it joins that one."""
+    kind), it joins that one — and then what it wrote is committed, or rolled back, with that
+    one (``committed`` stays False)."""
 
-    __slots__ = ("_began", "_cache", "_connection")
+    __slots__ = ("_began", "_cache", "_connection", "committed")
 
     def __init__(self, cache: diskcache.Cache) -> None:
         self._cache = cache
         self._connection = _connection(cache)  # this thread's
         self._began = False
+        self.committed = False  # True once this transaction's own COMMIT has succeeded
 
     def __enter__(self) -> sqlite3.Connection:
         cache, connection = self._cache, self._connection
@@ -84,6 +86,7 @@ class WriteTransaction:
                 with suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
             raise
+        self.committed = kind is None
 
 
 def insert_values(cache: diskcache.Cache, rows: Sequence[tuple[str, bytes, int]]) -> None:

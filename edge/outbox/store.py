@@ -33,10 +33,11 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 import diskcache
@@ -209,7 +210,7 @@ class Outbox:
         self.retention_s = retention_hours * 3600.0
         self.max_bytes = max_bytes
         self.max_message_bytes = max_message_bytes
-        self.priorities = dict(priorities or {})
+        self.priorities: Mapping[str, int] = MappingProxyType(dict(priorities or {}))
         self._topic_for = topic_for
         self._source = clock
         self._listeners: list[Listener] = []
@@ -321,8 +322,12 @@ class Outbox:
         event: a payload that comes near the limit is measured as the message it becomes
         (with the widest sequence number); a small one needs no measuring.
         """
-        route = self._routes.get((kind, qos)) or self._route(kind, qos)
+        route = self._routes.get((kind, qos))
+        if route is None:
+            validate_kind(kind)  # what is wrong is said in this order: kind, payload, qos
         data = encode_payload(payload)
+        if route is None:
+            route = self._route(kind, qos)
         event = AcceptedEvent(kind, data, qos, route.priority, route.topic, route.fields_json)
         if len(data) + len(event.topic) + HEADER_BYTES_BOUND > self.max_message_bytes:
             probe = self._message(event, SIZE_PROBE_SEQ, self._stamp())
@@ -330,8 +335,8 @@ class Outbox:
         return event
 
     def _route(self, kind: str, qos: int) -> _Route:
-        """Check a (kind, qos) not seen before and keep its route (the first few hundred)."""
-        validate_kind(kind)
+        """Check the qos of a (valid) kind not seen with it before and keep the route (the
+        first few hundred; the priorities table is read-only, so a route never goes stale)."""
         if qos not in (0, 1):
             raise MessageRejectedError(
                 f"qos must be 0 or 1, got {qos}", where="qos", hint="events use QoS 1"
@@ -375,13 +380,15 @@ class Outbox:
         )
 
     def _store(self, events: list[AcceptedEvent]) -> list[OutboxMessage | None]:
-        """One transaction: sequence numbers, room under the cap, rows, counters."""
+        """One transaction: sequence numbers, room under the cap, the rows (and, once the
+        puts since the last fold are ``tally.FOLD_EVERY``, the counters)."""
         if not events:
             return []
         self._ensure_reserve_now_and_then()  # best effort: SQLite may reuse freed pages
         stamp = self._stamp()
+        transaction = rows.WriteTransaction(self._cache)
         try:
-            with rows.WriteTransaction(self._cache) as connection:
+            with transaction as connection:
                 head, version = self._heads.read(self._cache, connection)
                 messages = [
                     self._message(event, seq, stamp)
@@ -412,7 +419,7 @@ class Outbox:
         ) as exc:
             self._heads.forget()
             raise self._refused([event.kind for event in events], exc) from exc
-        if inserted_only:  # the next put on this connection may start from here
+        if inserted_only and transaction.committed:  # the next put here may start from this
             left = tally.Head(messages[-1].seq, ceiling, head.watermark, head.counted_bytes)
             self._heads.leave(connection, version, left)
         else:

@@ -176,3 +176,36 @@ def test_a_failed_commit_is_rolled_back_and_the_next_put_works(tmp_path: Path) -
     assert outbox.put("defect", {"n": 2}).seq == kept.seq + 1
     assert_exact(outbox)
     outbox.close()
+
+
+def test_a_put_inside_a_transaction_rolled_back_leaves_no_head_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put that joined the caller's transaction, which then rolled back: its rows and the
+    ceiling it raised are gone (neither data_version nor total_changes says so), so the next
+    put must read the head again, or it would give out numbers above the stored ceiling (what
+    a runtime of the other A/B slot reads as the last number given out)."""
+    monkeypatch.setattr(tally, "SEQ_RESERVE", 2)
+    outbox = make_outbox(tmp_path / "o")
+    for n in range(3):
+        outbox.put("telemetry", {"n": n})
+    with pytest.raises(RuntimeError), outbox._cache.transact():
+        outbox.put("telemetry", {"inside": True})  # raises the ceiling, then rolled back
+        raise RuntimeError("the caller's transaction fails")
+    after = [outbox.put("telemetry", {"after": n}).seq for n in range(4)]
+    ceiling = rows.counters_named(outbox._cache, (tally.SEQ_KEY,))[tally.SEQ_KEY]
+    assert after[0] == 4  # the rolled-back number is given again: it was never stored
+    assert ceiling >= outbox.last_seq() == after[-1]
+    assert_exact(outbox)
+    outbox.close()
+
+
+def test_write_transaction_rolls_back_on_an_interrupt(tmp_path: Path) -> None:
+    cache = diskcache.Cache(str(tmp_path / "c"))
+    with pytest.raises(KeyboardInterrupt), rows.WriteTransaction(cache):
+        cache.set("a", 1)
+        raise KeyboardInterrupt
+    assert cache.get("a") is None
+    assert cache._txn_id is None
+    assert not cache._con.in_transaction
+    cache.close()

@@ -407,6 +407,10 @@ def test_the_row_a_put_stores_is_the_returned_message_to_bytes(
             "SELECT value FROM Cache WHERE key = ?", (f"m:{message.seq:020d}",)
         ).fetchone()
         assert bytes(raw) == message.to_bytes()
+        header, _, payload = bytes(raw).partition(b"\n")
+        compact = json.dumps(message.header(), separators=(",", ":"), ensure_ascii=False)
+        assert header == compact.encode()  # the encoder's bytes, not only to_bytes' own
+        assert payload == message.payload_json
         assert OutboxMessage.from_bytes(bytes(raw)) == message
 
 
@@ -426,3 +430,33 @@ def test_every_kind_keeps_its_topic_and_priority_past_the_remembered_routes(
         outbox.put("Bad/kind", {})
     with pytest.raises(MessageRejectedError, match="qos must be 0 or 1"):
         outbox.put("defect", {}, qos=2)
+
+
+def test_one_kind_with_each_qos_is_stored_with_its_own_qos(outbox: Outbox) -> None:
+    """accept remembers routes by (kind, qos): the same kind at QoS 0 and then 1 (and 0 again)
+    must not share one."""
+    stored = [outbox.put("status", {"n": n}, qos=qos) for n, qos in enumerate([0, 1, 0])]
+    for message, qos in zip(stored, [0, 1, 0], strict=True):
+        assert message.qos == qos
+        again = outbox.get(message.seq)
+        assert again is not None and again.qos == qos
+        header = json.loads(message.to_bytes().partition(b"\n")[0])
+        assert header["qos"] == qos
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "qos", "match"),
+    [
+        ("Bad/kind", {"x": float("nan")}, 2, "invalid event kind"),
+        ("defect", {"x": float("nan")}, 2, "JSON-serialisable"),
+        ("defect", ["not", "an", "object"], 1, "must be a JSON object"),
+        ("defect", {}, 2, "qos must be 0 or 1"),
+    ],
+)
+def test_what_is_wrong_is_said_in_order_kind_payload_qos(
+    outbox: Outbox, kind: str, payload: object, qos: int, match: str
+) -> None:
+    for _ in range(2):  # the second time the (kind, qos) pair may be remembered
+        outbox.put("defect", {}, qos=1)
+        with pytest.raises(MessageRejectedError, match=match):
+            outbox.accept(kind, payload, qos=qos)
