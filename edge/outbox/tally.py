@@ -86,8 +86,8 @@ def delete_messages(cache: diskcache.Cache, seqs: Iterable[int]) -> Deleted:
     size = 0
     one_by_one: list[str] = []
     for run in runs_of(seqs):
-        first, last = message_key(run[0]), message_key(run[-1])
         if len(run) >= RANGE_DELETE_MIN:
+            first, last = message_key(run[0]), message_key(run[-1])
             count, run_bytes = rows.measure_between(cache, first, last)
             if count == len(run):
                 rows.delete_between(cache, first, last)

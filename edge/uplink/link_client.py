@@ -66,17 +66,19 @@ class LinkClient(Protocol):
 @runtime_checkable
 class FirstPublisher(Protocol):
     """A client that can send a publish ahead of those still waiting for the in-flight window
-    (the link process's): the live lane's events overtake the backlog handed over before them;
-    and that can drop what waits unsent (before a goodbye). paho's own client can do neither;
-    its queue is first in, first out."""
+    (the link process's: ``publish(..., first=True)``): the live lane's events overtake the
+    backlog handed over before them; and that can drop what waits unsent (before a goodbye).
+    paho's own client can do neither; its queue is first in, first out."""
 
     def forget_waiting(self) -> None: ...
 
-    def publish_first(
+    def publish(
         self,
         topic: str,
         payload: str | bytes | None = None,
         qos: int = 0,
         retain: bool = False,
         properties: Properties | None = None,
+        *,
+        first: bool = False,
     ) -> PublishInfo: ...

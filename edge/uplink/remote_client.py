@@ -126,30 +126,11 @@ class RemoteClient:
         qos: int = 0,
         retain: bool = False,
         properties: Properties | None = None,
-    ) -> RemotePublishInfo:
-        return self._publish(topic, payload, qos, retain, properties, first=False)
-
-    def publish_first(
-        self,
-        topic: str,
-        payload: str | bytes | None = None,
-        qos: int = 0,
-        retain: bool = False,
-        properties: Properties | None = None,
-    ) -> RemotePublishInfo:
-        """``publish``, ahead of what waits for the in-flight window (``FirstPublisher``)."""
-        return self._publish(topic, payload, qos, retain, properties, first=True)
-
-    def _publish(
-        self,
-        topic: str,
-        payload: str | bytes | None,
-        qos: int,
-        retain: bool,
-        properties: Properties | None,
         *,
-        first: bool,
+        first: bool = False,
     ) -> RemotePublishInfo:
+        """paho's ``publish``; ``first``: ahead of what waits for the in-flight window over
+        there (``FirstPublisher``)."""
         info = RemotePublishInfo(self._link.next_id())
         if isinstance(payload, str):
             payload = payload.encode()

@@ -337,9 +337,8 @@ class _Session:
         # order: Sparkplug): milliseconds at the drain's rate.
         lanes = client if isinstance(client, FirstPublisher) else None
         self._lanes = lanes
-        overtake = lanes is not None and uplink.dialect.live_may_overtake
-        self._publish_first = lanes.publish_first if lanes is not None and overtake else None
-        ahead = HANDED_AHEAD if self._publish_first is not None else HANDED_AHEAD_IN_PROCESS
+        self._first_lane = lanes if uplink.dialect.live_may_overtake else None
+        ahead = HANDED_AHEAD if self._first_lane is not None else HANDED_AHEAD_IN_PROCESS
         self.mqtt_window = uplink.settings.inflight_window
         self.window = self.mqtt_window + ahead
         self.backlog_window = uplink._backlog_window + ahead
@@ -521,10 +520,15 @@ class _Session:
         out = self.dialect.encode(
             self.client, Stamped(message, created_at, time_source, remaining_s)
         )
-        publish = self.client.publish
-        if is_live and self._publish_first is not None:
-            publish = self._publish_first  # ahead of the backlog handed over already
-        info = publish(out.topic, out.payload, qos=out.qos, properties=out.properties)
+        first_lane = self._first_lane if is_live else None
+        if first_lane is not None:  # ahead of the backlog handed over already
+            info = first_lane.publish(
+                out.topic, out.payload, qos=out.qos, properties=out.properties, first=True
+            )
+        else:
+            info = self.client.publish(
+                out.topic, out.payload, qos=out.qos, properties=out.properties
+            )
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             logger.warning(
                 "publish failed (%s); resuming after reconnect", mqtt.error_string(info.rc)

@@ -320,12 +320,8 @@ class LaneRecordingClient(RemoteClient):
     lanes: ClassVar[list[tuple[str, str]]] = []
 
     def publish(self, topic: str, *args: Any, **kwargs: Any) -> RemotePublishInfo:
-        self.lanes.append(("publish", topic))
+        self.lanes.append(("first" if kwargs.get("first") else "publish", topic))
         return super().publish(topic, *args, **kwargs)
-
-    def publish_first(self, topic: str, *args: Any, **kwargs: Any) -> RemotePublishInfo:
-        self.lanes.append(("first", topic))
-        return super().publish_first(topic, *args, **kwargs)
 
     def forget_waiting(self) -> None:
         self.lanes.append(("forget_waiting", ""))
