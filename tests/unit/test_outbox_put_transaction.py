@@ -20,15 +20,11 @@ import pytest
 from edge.errors import OutboxError
 from edge.outbox import rows, tally
 from edge.outbox.store import Outbox
-from tests.support.fake_clock import FakeClock
-
-
-def make_outbox(path: Path) -> Outbox:
-    return Outbox(path, topic_for=lambda kind: f"moltbot/site/dev/{kind}", clock=FakeClock())
+from tests.support.outboxes import counted_from_rows, make_outbox
 
 
 def assert_exact(outbox: Outbox) -> None:
-    counted, _last = tally.count_rows(outbox._cache)
+    counted = counted_from_rows(outbox)
     stats = outbox.stats()
     assert (stats.depth, stats.bytes) == (counted.depth, counted.bytes)
 

@@ -13,18 +13,9 @@ from edge.errors import MessageRejectedError, OutboxFullError
 from edge.outbox.message import OutboxMessage, new_message_id
 from edge.outbox.store import SQLITE_SETTINGS, Outbox
 from tests.support.fake_clock import FakeClock
+from tests.support.outboxes import make_outbox
 
 HOUR = 3600.0
-
-
-def make_outbox(path: Path, clock: FakeClock, **options: object) -> Outbox:
-    return Outbox(
-        path,
-        topic_for=lambda kind: f"moltbot/site/dev/{kind}",
-        clock=clock,
-        priorities={"defect": 30, "voice": 20, "status": 10, "telemetry": 0},
-        **options,  # type: ignore[arg-type]
-    )
 
 
 @pytest.fixture

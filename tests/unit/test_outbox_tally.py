@@ -14,24 +14,7 @@ import pytest
 from edge.outbox import rows, tally
 from edge.outbox.message import OutboxMessage
 from edge.outbox.store import Outbox
-from tests.support.fake_clock import FakeClock
-
-PRIORITIES = {"defect": 30, "voice": 20, "status": 10, "telemetry": 0}
-
-
-def make_outbox(path: Path) -> Outbox:
-    return Outbox(
-        path,
-        topic_for=lambda kind: f"moltbot/site/dev/{kind}",
-        clock=FakeClock(),
-        priorities=PRIORITIES,
-    )
-
-
-def from_rows(outbox: Outbox) -> tally.Tally:
-    """What the counters must say: every message row counted."""
-    counted, _last = tally.count_rows(outbox._cache)
-    return counted
+from tests.support.outboxes import PRIORITIES, counted_from_rows, make_outbox
 
 
 def counter_rows(outbox: Outbox) -> dict[str, int]:
@@ -103,7 +86,7 @@ def test_counts_and_bytes_stay_exact_through_any_mix_of_puts_bursts_and_deletes(
             stored = [m for m in stored if m not in chosen]
         if step % 25 == 0:
             stats = outbox.stats()
-            truth = from_rows(outbox)
+            truth = counted_from_rows(outbox)
             assert (stats.depth, stats.bytes) == (truth.depth, truth.bytes)
             assert stats.depth_by_priority == {p: n for p, n in truth.counts.items() if n}
     assert len(outbox) == len(stored)
@@ -162,7 +145,7 @@ def test_an_outbox_of_the_earlier_layout_is_taken_over_without_recounting(
     assert new.seq == 6
     taken_over.remove_delivered(old[:2])
     stats = taken_over.stats()
-    assert (stats.depth, stats.bytes) == (4, from_rows(taken_over).bytes)
+    assert (stats.depth, stats.bytes) == (4, counted_from_rows(taken_over).bytes)
     assert [m.seq for m in taken_over.peek(10)] == [3, 4, 5, 6]
     taken_over.close()
 
@@ -183,14 +166,14 @@ def test_a_runtime_of_the_earlier_layout_writing_in_between_is_recounted(
                 outbox._cache,
                 {tally.count_key(0): -1, tally.BYTES_KEY: -deleted[tally.message_key(1)]},
             )
-    expected = from_rows(outbox)
+    expected = counted_from_rows(outbox)
     stats = outbox.stats()
     assert (stats.depth, stats.bytes) == (expected.depth, expected.bytes)
     assert stats.depth_by_priority == {30: 3, 0: 9 if old_runtime_also_deletes else 10}
 
     outbox.remove_delivered(ours[5:7])  # the fold sees the foreign counters and recounts
     after = outbox.stats()
-    truth = from_rows(outbox)
+    truth = counted_from_rows(outbox)
     assert (after.depth, after.bytes) == (truth.depth, truth.bytes)
     counters = counter_rows(outbox)
     assert counters[tally.BYTES_KEY] == counters[tally.MIRROR_KEY] == truth.bytes
@@ -242,26 +225,19 @@ def test_numbers_an_earlier_runtime_gave_out_and_delivered_are_not_given_again(
     burst = again.put_many([again.accept("voice", {"n": n}) for n in range(tally.SEQ_RESERVE)])
     seqs = [m.seq for m in burst if m is not None]
     assert min(seqs) > max(m.seq for m in theirs)
-    assert again.stats().depth == tally.SEQ_RESERVE == from_rows(again).depth
+    assert again.stats().depth == tally.SEQ_RESERVE == counted_from_rows(again).depth
     again.close()
 
 
 def test_an_eviction_right_after_an_earlier_runtime_wrote_keeps_the_counters_exact(
     tmp_path: Path,
 ) -> None:
-    outbox = Outbox(
-        tmp_path / "o",
-        topic_for=lambda kind: f"moltbot/site/dev/{kind}",
-        clock=FakeClock(),
-        priorities=PRIORITIES,
-        max_bytes=1 << 20,
-        max_message_bytes=256 * 1024,
-    )
+    outbox = make_outbox(tmp_path / "o", max_bytes=1 << 20, max_message_bytes=256 * 1024)
     for n in range(220):
         outbox.put("telemetry", {"n": n, "f": "x" * 3000})
     old_runtime_put(outbox, "telemetry", {"old": 1})
     big = outbox.put("defect", {"f": "y" * 200_000})  # evicts telemetry to fit
-    stats, truth = outbox.stats(), from_rows(outbox)
+    stats, truth = outbox.stats(), counted_from_rows(outbox)
     assert stats.dropped_total > 0 and outbox.get(big.seq) is not None
     assert stats.disk_bytes <= outbox.max_bytes + (256 << 10)  # + one put's write-ahead log
     assert (stats.depth, stats.bytes) == (truth.depth, truth.bytes)
@@ -279,7 +255,7 @@ def test_closing_folds_the_counters_for_an_earlier_runtime_started_after_a_rollb
     outbox.close()
     reopened = make_outbox(tmp_path / "o")
     counters = counter_rows(reopened)
-    truth = from_rows(reopened)
+    truth = counted_from_rows(reopened)
     assert counters[tally.BYTES_KEY] == truth.bytes
     assert {p: counters[tally.count_key(p)] for p in truth.counts} == truth.counts
     assert counters[tally.SEQ_KEY] >= reopened.last_seq()  # what it would give out next: free
@@ -303,7 +279,7 @@ def test_deleting_a_run_with_messages_already_gone_counts_only_those_there(
     assert outbox.remove_delivered(sent) == 37
     stats = outbox.stats()
     assert (stats.depth, stats.bytes, stats.delivered_total) == (0, 0, 37)
-    assert from_rows(outbox).depth == 0
+    assert counted_from_rows(outbox).depth == 0
     outbox.close()
 
 
@@ -313,7 +289,7 @@ def test_deleting_runs_and_scattered_messages_keeps_the_counters_exact(tmp_path:
     sent = [outbox.put(kinds[n % 4], {"n": n, "pad": "y" * (n % 13)}) for n in range(300)]
     chosen = sent[10:200] + sent[201:203] + sent[250:251] + sent[260:290:3]
     assert outbox.remove_delivered(chosen) == len(chosen)
-    stats, truth = outbox.stats(), from_rows(outbox)
+    stats, truth = outbox.stats(), counted_from_rows(outbox)
     assert (
         (stats.depth, stats.bytes)
         == (truth.depth, truth.bytes)
